@@ -1,0 +1,1 @@
+"""mnistnn: a neural network from scratch on MNIST and Fashion-MNIST."""

@@ -1,0 +1,608 @@
+"""Read and write IDX files, the format of the MNIST and Fashion-MNIST data files.
+
+An IDX file is a header followed by the raw data of one n-dimensional array::
+
+    offset  size  content
+    0       2     two zero bytes                    00 00
+    2       1     type code of the items            08 = uint8
+    3       1     number of dimensions n            03
+    4       4*n   size of each dimension, a big-endian uint32 (00 00 EA 60 = 60000, ...)
+    4+4*n   ...   the items, big-endian, in C order (the last index changes fastest)
+
+The first four bytes read as one big-endian integer are the *magic number*: 0x00000803 for the
+MNIST image files (uint8, 3 dimensions: count x rows x cols) and 0x00000801 for the label
+files (uint8, 1 dimension: count).
+
+Type codes (the item size follows from the code)::
+
+    0x08 uint8   0x09 int8   0x0B int16   0x0C int32   0x0D float32   0x0E float64
+
+A file may have 0 to 255 dimensions (numpy itself handles at most 64); a 0-dimensional file
+holds exactly one item.  The data size is therefore fully determined by the header, which lets
+the reader reject truncated files and files with trailing bytes.
+
+The distributed MNIST files are gzip-compressed (``train-images-idx3-ubyte.gz``).
+:func:`read_idx` recognises gzip by its content (the bytes ``1f 8b``), not by the file name;
+:func:`write_idx` compresses when the target name ends in ``.gz``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import math
+import os
+import secrets
+import struct
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, ClassVar, TypeAlias
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+__all__ = [
+    "TYPE_CODES",
+    "Idx1",
+    "Idx3",
+    "IdxFormatError",
+    "IdxHeader",
+    "parse_header",
+    "read_idx",
+    "write_idx",
+]
+
+IdxSource: TypeAlias = str | os.PathLike[str] | BinaryIO
+"""A path to an IDX file, or a binary file object (anything with ``.read``)."""
+
+TYPE_CODES: dict[int, np.dtype] = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+"""IDX type code -> big-endian numpy dtype of the items."""
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_GZIP_MIN_SIZE = 18
+_DEFLATE_MAX_RATIO = 1032
+_MAX_DIM = 2**32
+_MAX_NDIM = 255
+_FIRST_ALLOCATION = 1 << 20
+_GZIP_CHUNK = 1 << 20
+_WRITE_CHUNK = 1 << 22
+_SUPPORTED = ", ".join(f"0x{code:02X} {dt.name}" for code, dt in TYPE_CODES.items())
+
+
+class IdxFormatError(ValueError):
+    """A file is not a valid IDX file; the message names the file and the problem."""
+
+
+@dataclass(frozen=True, repr=False)
+class IdxHeader:
+    """The parsed header of an IDX file.
+
+    ``magic`` is the first four bytes as a big-endian int (e.g. 0x00000803), ``type_code`` its
+    third byte, ``dtype`` the big-endian item dtype, ``shape`` the array shape (one int per
+    dimension, ``()`` for a 0-dimensional file) and ``offset`` the header size in bytes
+    (``4 + 4 * len(shape)``), i.e. where the data starts.
+    """
+
+    magic: int
+    type_code: int
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    offset: int
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions (0..255)."""
+        return len(self.shape)
+
+    @property
+    def count(self) -> int:
+        """Number of items declared by the header (product of ``shape``; 1 when 0-dim)."""
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Number of data bytes declared by the header (``count * dtype.itemsize``)."""
+        return self.count * self.dtype.itemsize
+
+    def __repr__(self) -> str:
+        """Show magic and type code in hex, e.g. ``IdxHeader(magic=0x00000801, ...)``."""
+        return (
+            f"IdxHeader(magic=0x{self.magic:08X}, type_code=0x{self.type_code:02X}, "
+            f"dtype={self.dtype.str}, shape={self.shape}, offset={self.offset})"
+        )
+
+    def to_bytes(self) -> bytes:
+        """Encode the header as it appears on disk: ``offset`` bytes."""
+        return struct.pack(f">HBB{self.ndim}I", 0, self.type_code, self.ndim, *self.shape)
+
+
+def parse_header(raw: bytes | bytearray | memoryview, name: str = "<bytes>") -> IdxHeader:
+    """Parse the header at the start of ``raw`` (the first bytes of an IDX file).
+
+    Bytes after the header are ignored, so ``raw`` may be the whole file.  ``name`` is used in
+    error messages.  Raises :class:`IdxFormatError` if ``raw`` is empty or too short for the
+    header, does not start with two zero bytes, or has an unknown type code.
+    """
+    raw = bytes(raw[: 4 + 4 * _MAX_NDIM])
+    if not raw:
+        raise IdxFormatError(f"{name}: empty (0 bytes); an IDX file starts with a 4-byte magic")
+    if raw[:2].strip(b"\x00"):
+        raise IdxFormatError(
+            f"{name}: wrong magic: the file starts with {raw[:4]!r}, "
+            "but an IDX file starts with two zero bytes, a type code and a dimension count"
+        )
+    if len(raw) < 4:
+        raise IdxFormatError(
+            f"{name}: truncated header: the 4-byte magic needs 4 bytes, file holds {len(raw)}"
+        )
+    magic, type_code, ndim = int.from_bytes(raw[:4], "big"), raw[2], raw[3]
+    if type_code not in TYPE_CODES:
+        raise IdxFormatError(
+            f"{name}: unknown type code 0x{type_code:02X} (magic 0x{magic:08X}); "
+            f"known type codes: {_SUPPORTED}"
+        )
+    offset = 4 + 4 * ndim
+    if len(raw) < offset:
+        raise IdxFormatError(
+            f"{name}: truncated header: {ndim} dimensions need {offset} header bytes, "
+            f"file holds {len(raw)}"
+        )
+    return IdxHeader(
+        magic=magic,
+        type_code=type_code,
+        dtype=TYPE_CODES[type_code],
+        shape=struct.unpack(f">{ndim}I", raw[4:offset]),
+        offset=offset,
+    )
+
+
+def read_idx(source: IdxSource) -> np.ndarray:
+    """Read a whole IDX file, plain or gzip-compressed, into a new array.
+
+    ``source`` is a path or a binary file object.  Returns a writable, C-contiguous array of
+    the declared shape (e.g. ``(60000, 28, 28)`` uint8 for MNIST training images) and dtype,
+    in native byte order.  Raises :class:`IdxFormatError` on any malformed, truncated or
+    over-long file (and ``FileNotFoundError`` if the path does not exist).
+    """
+    return _read_idx(source)[2]
+
+
+def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """Write ``array`` (any shape, dtype uint8/int8/int16/int32/float32/float64) as IDX.
+
+    The data is written big-endian in C order, gzip-compressed when ``path`` ends in ``.gz``.
+    The file is written to a temporary file in the same folder and renamed into place, so
+    ``path`` never holds a partial file.  Raises ``ValueError`` for an unsupported dtype (any
+    byte order of a supported dtype is fine), more than 255 dimensions or a dimension >= 2**32.
+    """
+    arr = np.asarray(array)
+    type_code = _type_code_for(arr.dtype)
+    if arr.ndim > _MAX_NDIM:
+        raise ValueError(f"IDX supports at most {_MAX_NDIM} dimensions, got {arr.ndim}")
+    if any(size >= _MAX_DIM for size in arr.shape):
+        raise ValueError(f"IDX dimensions must be < 2**32, got shape {arr.shape}")
+    header = IdxHeader(
+        magic=(type_code << 8) | arr.ndim,
+        type_code=type_code,
+        dtype=TYPE_CODES[type_code],
+        shape=tuple(arr.shape),
+        offset=4 + 4 * arr.ndim,
+    )
+    target = os.fspath(path)
+    folder, base = os.path.split(os.path.abspath(target))
+    fd, tmp = _create_temp(folder, base)
+    try:
+        with open(fd, "wb") as raw:
+            if base.lower().endswith(".gz"):
+                with gzip.GzipFile(
+                    filename=base, mode="wb", fileobj=raw, compresslevel=6, mtime=0
+                ) as out:
+                    _write_body(out, header, arr)
+            else:
+                _write_body(raw, header, arr)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class _IdxArray:
+    """Shared base of :class:`Idx1` and :class:`Idx3`: an IDX file of uint8 items.
+
+    Subclasses set ``NDIM`` (number of dimensions), ``MAGIC`` and ``KIND`` (a description
+    used in error messages).  ``data`` holds the array, its first axis runs over the items.
+    """
+
+    NDIM: ClassVar[int]
+    MAGIC: ClassVar[int]
+    KIND: ClassVar[str]
+
+    def __init__(self, source: IdxSource) -> None:
+        """Read ``source`` (path or binary file object) and check that it has the right kind."""
+        name, header, data = _read_idx(source, self._check_header)
+        self.path: str = name
+        self.magic: int = header.magic
+        self.data: np.ndarray = data
+
+    @classmethod
+    def _check_header(cls, header: IdxHeader, name: str) -> None:
+        if header.magic != cls.MAGIC:
+            dims = "dimension" if cls.NDIM == 1 else "dimensions"
+            raise IdxFormatError(
+                f"{name}: is {_describe(header)}, not {cls.KIND} ({cls.__name__} needs "
+                f"{cls.NDIM} {dims} of uint8, magic 0x{cls.MAGIC:08X})"
+            )
+
+    @property
+    def count(self) -> int:
+        """Number of items (labels or images): ``data.shape[0]``."""
+        return self.data.shape[0]
+
+    def __len__(self) -> int:
+        """Number of items."""
+        return self.count
+
+    def __getitem__(self, key: int | slice | np.ndarray) -> np.ndarray:
+        """Index the first axis: an int gives one item, a slice or index array several."""
+        return self.data[key]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """Iterate over the items (rows of ``data``)."""
+        return iter(self.data)
+
+    def __array__(self, dtype: DTypeLike = None, copy: bool | None = None) -> np.ndarray:
+        """Support ``numpy.asarray(obj)``: ``data`` itself unless a copy or dtype is asked for."""
+        if copy is False and dtype is not None and np.dtype(dtype) != self.data.dtype:
+            raise ValueError(f"cannot convert {self.data.dtype} to {dtype} without a copy")
+        arr = self.data if dtype is None else self.data.astype(dtype, copy=False)
+        return arr.copy() if copy and arr is self.data else arr
+
+    def _repr_extra(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        """E.g. ``Idx1('t10k-labels-idx1-ubyte', magic=0x00000801, count=10000)``."""
+        return (
+            f"{type(self).__name__}({self.path!r}, magic=0x{self.magic:08X}, "
+            f"count={self.count}{self._repr_extra()})"
+        )
+
+
+class Idx1(_IdxArray):
+    """An IDX label file: ``data`` is a ``(count,)`` uint8 array (magic 0x00000801)."""
+
+    NDIM = 1
+    MAGIC = 0x00000801
+    KIND = "a label file"
+
+
+class Idx3(_IdxArray):
+    """An IDX image file: ``data`` is a ``(count, rows, cols)`` uint8 array (magic 0x00000803).
+
+    ``idx3[i]`` is one ``(rows, cols)`` image, ``idx3[i:j]`` a ``(j - i, rows, cols)`` view.
+    """
+
+    NDIM = 3
+    MAGIC = 0x00000803
+    KIND = "an image file"
+
+    @property
+    def rows(self) -> int:
+        """Image height in pixels: ``data.shape[1]``."""
+        return self.data.shape[1]
+
+    @property
+    def cols(self) -> int:
+        """Image width in pixels: ``data.shape[2]``."""
+        return self.data.shape[2]
+
+    def _repr_extra(self) -> str:
+        return f", rows={self.rows}, cols={self.cols}"
+
+
+def _describe(header: IdxHeader) -> str:
+    """Say what kind of IDX file ``header`` belongs to, for error messages."""
+    if header.magic == Idx1.MAGIC:
+        return "a label file (1 dimension)"
+    if header.magic == Idx3.MAGIC:
+        return "an image file (3 dimensions)"
+    dims = "dimension" if header.ndim == 1 else "dimensions"
+    return (
+        f"an IDX file of {header.dtype.name} with {header.ndim} {dims} (magic 0x{header.magic:08X})"
+    )
+
+
+_HeaderCheck = Callable[[IdxHeader, str], None]
+
+
+def _read_idx(
+    source: IdxSource, check: _HeaderCheck | None = None
+) -> tuple[str, IdxHeader, np.ndarray]:
+    """Read ``source``; ``check(header, name)`` may reject the header before the data is read."""
+    with contextlib.ExitStack() as stack:
+        stream, name = _open_source(source, stack)
+        start = _tell(stream)
+        prefix = _read_exact(stream, 2, name)
+        if prefix != _GZIP_MAGIC:
+            return name, *_read_plain(stream, prefix, name, check)
+        size_hint = None
+        if start is not None:
+            size_hint = _gzip_size_hint(stream, start)
+            stream.seek(start)
+            compressed: BinaryIO = stream
+        else:
+            compressed = io.BufferedReader(_Prefixed(prefix, stream))
+        try:
+            gz = stack.enter_context(gzip.GzipFile(fileobj=compressed, mode="rb"))
+            return name, *_read_gzip(gz, size_hint, name, check)
+        except EOFError as exc:
+            raise IdxFormatError(f"{name}: truncated gzip stream ({exc})") from exc
+        except (gzip.BadGzipFile, zlib.error) as exc:
+            raise IdxFormatError(f"{name}: corrupt gzip stream ({exc})") from exc
+
+
+def _open_source(source: IdxSource, stack: contextlib.ExitStack) -> tuple[BinaryIO, str]:
+    """Return a binary stream for ``source`` and its name; files we open are closed by ``stack``."""
+    if hasattr(source, "read"):
+        if isinstance(source, io.TextIOBase):
+            raise TypeError("read_idx needs a binary file object: open the file with 'rb'")
+        raw_name = getattr(source, "name", None)
+        name = os.fsdecode(raw_name) if isinstance(raw_name, str | bytes) else "<stream>"
+        return source, name
+    path = os.fspath(source)
+    name = os.fsdecode(path)
+    if os.path.isdir(path):
+        raise IdxFormatError(f"{name}: is a directory, not an IDX file")
+    return stack.enter_context(open(path, "rb")), name
+
+
+def _read_plain(
+    stream: BinaryIO, prefix: bytes, name: str, check: _HeaderCheck | None
+) -> tuple[IdxHeader, np.ndarray]:
+    header = _read_header(stream, prefix, name)
+    if check is not None:
+        check(header, name)
+    available = _remaining(stream)
+    if available is not None and available != header.nbytes:
+        _raise_size_mismatch(header, available, name, "")
+    first = header.nbytes if available is not None else _FIRST_ALLOCATION
+    return header, _read_data(stream, header, name, first, chunk=None, where="")
+
+
+def _read_gzip(
+    gz: gzip.GzipFile, size_hint: tuple[int, int] | None, name: str, check: _HeaderCheck | None
+) -> tuple[IdxHeader, np.ndarray]:
+    """Read from an open gzip stream; ``size_hint`` is (compressed size, ISIZE) if known."""
+    header = _read_header(gz, b"", name)
+    if check is not None:
+        check(header, name)
+    first = _FIRST_ALLOCATION
+    if size_hint is not None:
+        compressed, isize = size_hint
+        limit = _DEFLATE_MAX_RATIO * compressed
+        if header.nbytes > limit:
+            raise IdxFormatError(
+                f"{name}: truncated: header declares {_number(header.nbytes)} bytes of data, but a "
+                f"{compressed}-byte gzip file decompresses to at most {limit} bytes"
+            )
+        if (header.offset + header.nbytes) % 2**32 == isize:
+            first = header.nbytes
+    where = " after gzip decompression"
+    return header, _read_data(gz, header, name, first, chunk=_GZIP_CHUNK, where=where)
+
+
+def _read_header(stream: BinaryIO, prefix: bytes, name: str) -> IdxHeader:
+    raw = prefix + _read_exact(stream, 4 - len(prefix), name)
+    if len(raw) == 4 and not raw[:2].strip(b"\x00"):
+        raw += _read_exact(stream, 4 * raw[3], name)
+    return parse_header(raw, name)
+
+
+def _read_data(
+    stream: BinaryIO, header: IdxHeader, name: str, first: int, chunk: int | None, where: str
+) -> np.ndarray:
+    """Read exactly ``header.nbytes`` bytes and check that nothing follows.
+
+    The buffer starts at ``min(first, nbytes)`` bytes and doubles while data keeps coming, so a
+    header that lies about the size costs at most about twice the real data.  With ``first ==
+    nbytes`` (size known beforehand) the result is allocated once and filled in place.
+    """
+    try:
+        np.broadcast_to(np.zeros((), np.uint8), header.shape)
+    except ValueError as exc:
+        raise IdxFormatError(
+            f"{name}: shape {_shape(header.shape)} cannot be represented as a numpy array ({exc})"
+        ) from exc
+    nbytes = header.nbytes
+    buf = np.empty(min(first, nbytes), np.uint8)
+    got = _fill(stream, memoryview(buf), chunk)
+    while got == buf.size < nbytes:
+        bigger = np.empty(min(2 * buf.size, nbytes), np.uint8)
+        bigger[:got] = buf
+        buf = bigger
+        got += _fill(stream, memoryview(buf)[got:], chunk)
+    if got < nbytes:
+        _raise_size_mismatch(header, got, name, where)
+    extra = _drain(stream)
+    if extra:
+        _raise_size_mismatch(header, nbytes + extra, name, where)
+    arr = buf.view(header.dtype).reshape(header.shape)
+    if not arr.dtype.isnative:
+        arr.byteswap(inplace=True)
+        arr = arr.view(arr.dtype.newbyteorder("="))
+    return arr
+
+
+def _raise_size_mismatch(header: IdxHeader, actual: int, name: str, where: str) -> None:
+    problem = "truncated" if actual < header.nbytes else "trailing bytes"
+    raise IdxFormatError(
+        f"{name}: {problem}: header declares {_number(header.nbytes)} bytes of data, file holds "
+        f"{actual}{where} (shape {_shape(header.shape)}, {header.dtype.name})"
+    )
+
+
+def _number(n: int) -> str:
+    """``n`` in digits, or its order of magnitude when a header declares an absurd size."""
+    return str(n) if n < 10**15 else f"~10**{len(str(n)) - 1}"
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    """``shape`` for messages, abbreviated when it has many dimensions."""
+    if len(shape) <= 6:
+        return str(shape)
+    return f"({', '.join(map(str, shape[:3]))}, ...) with {len(shape)} dimensions"
+
+
+def _readinto(stream: BinaryIO, view: memoryview) -> int:
+    """One ``readinto`` (or ``read`` for objects without it); returns the byte count."""
+    readinto = getattr(stream, "readinto", None)
+    if readinto is not None:
+        return readinto(view) or 0
+    data = stream.read(len(view))
+    view[: len(data)] = data
+    return len(data)
+
+
+def _fill(stream: BinaryIO, view: memoryview, chunk: int | None) -> int:
+    """Fill ``view`` from ``stream``, ``chunk`` bytes per call; returns bytes read (less at EOF)."""
+    got, size = 0, len(view)
+    step = chunk or size
+    while got < size:
+        n = _readinto(stream, view[got : got + step])
+        if not n:
+            break
+        got += n
+    return got
+
+
+def _read_exact(stream: BinaryIO, n: int, name: str) -> bytes:
+    """Read up to ``n`` bytes (fewer only at EOF)."""
+    parts: list[bytes] = []
+    while n > 0:
+        data = stream.read(n)
+        if not isinstance(data, bytes | bytearray):
+            raise TypeError(f"{name}: read() returned {type(data).__name__}, expected bytes")
+        if not data:
+            break
+        parts.append(bytes(data))
+        n -= len(data)
+    return b"".join(parts)
+
+
+def _drain(stream: BinaryIO) -> int:
+    """Read ``stream`` to its end (for gzip this also verifies the CRC); returns the count."""
+    total = 0
+    while data := stream.read(_GZIP_CHUNK):
+        total += len(data)
+    return total
+
+
+def _tell(stream: BinaryIO) -> int | None:
+    """Current position of a seekable stream, else None."""
+    try:
+        return stream.tell() if stream.seekable() else None
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _remaining(stream: BinaryIO) -> int | None:
+    """Bytes between the position and the end of a seekable stream, else None."""
+    if isinstance(stream, gzip.GzipFile):
+        return None
+    pos = _tell(stream)
+    if pos is None:
+        return None
+    try:
+        end = stream.seek(0, os.SEEK_END)
+        stream.seek(pos)
+    except (OSError, ValueError):
+        return None
+    return max(end - pos, 0)
+
+
+def _gzip_size_hint(stream: BinaryIO, start: int) -> tuple[int, int] | None:
+    """(compressed size, ISIZE trailer) of a seekable gzip stream starting at ``start``.
+
+    ISIZE is the uncompressed size mod 2**32 of the last gzip member.  The caller seeks back.
+    """
+    if isinstance(stream, gzip.GzipFile):
+        return None
+    try:
+        end = stream.seek(0, os.SEEK_END)
+        if end - start < _GZIP_MIN_SIZE:
+            return None
+        stream.seek(end - 4)
+        trailer = stream.read(4)
+    except (OSError, ValueError):
+        return None
+    if len(trailer) != 4:
+        return None
+    return end - start, int.from_bytes(trailer, "little")
+
+
+class _Prefixed(io.RawIOBase):
+    """A read-only stream that yields ``prefix`` and then the rest of ``stream``."""
+
+    def __init__(self, prefix: bytes, stream: BinaryIO) -> None:
+        self._prefix = prefix
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._prefix:
+            n = min(len(view), len(self._prefix))
+            view[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        return _readinto(self._stream, view)
+
+
+def _type_code_for(dtype: np.dtype) -> int:
+    """The IDX type code of ``dtype`` in any byte order; ValueError if IDX cannot store it."""
+    if dtype.fields is None and dtype.subdtype is None:
+        for code, idx_dtype in TYPE_CODES.items():
+            if dtype.kind == idx_dtype.kind and dtype.itemsize == idx_dtype.itemsize:
+                return code
+    raise ValueError(
+        f"unsupported dtype {dtype} for IDX; supported: uint8, int8, int16, int32, float32, "
+        "float64 (convert first, e.g. array.astype(np.int32))"
+    )
+
+
+def _create_temp(folder: str, base: str) -> tuple[int, str]:
+    """Create a new empty file next to the target; returns (fd, path).
+
+    ``os.open`` with mode 0o666 gives the file the usual umask-based permissions.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = os.path.join(folder, f".{base}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
+def _write_body(out: BinaryIO | gzip.GzipFile, header: IdxHeader, arr: np.ndarray) -> None:
+    """Write the header and the items of ``arr`` big-endian, a few MB at a time."""
+    out.write(header.to_bytes())
+    flat = np.ravel(arr, order="C")
+    step = max(1, _WRITE_CHUNK // header.dtype.itemsize)
+    for begin in range(0, flat.size, step):
+        part = flat[begin : begin + step].astype(header.dtype, copy=False)
+        out.write(part.view(np.uint8).data)

