@@ -1,1 +1,41 @@
-"""mnistnn: a neural network from scratch on MNIST and Fashion-MNIST."""
+"""mnistnn: a neural network from scratch on MNIST and Fashion-MNIST.
+
+The public names, handed on from the modules that define them:
+
+- :mod:`mnistnn.idx`: ``read_idx``, ``write_idx``, ``Idx1``, ``Idx3``, ``IdxFormatError``
+- :mod:`mnistnn.datasets`: ``load_mnist``, ``load_fashion_mnist``, ``fetch``, class names
+- :mod:`mnistnn.network`: ``NNetworkMinimal``, ``NNetworkExtended``, ``TrainingDivergedError``
+- :mod:`mnistnn.modelfile`: ``ModelFormatError`` (models are saved with ``.save``/``.load``)
+"""
+
+from .datasets import (
+    FASHION_MNIST_CLASSES,
+    MNIST_CLASSES,
+    DatasetFetchError,
+    fetch,
+    load_fashion_mnist,
+    load_mnist,
+)
+from .idx import Idx1, Idx3, IdxFormatError, read_idx, write_idx
+from .modelfile import ModelFormatError
+from .network import NNetworkExtended, NNetworkMinimal, TrainingDivergedError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "MNIST_CLASSES",
+    "DatasetFetchError",
+    "Idx1",
+    "Idx3",
+    "IdxFormatError",
+    "ModelFormatError",
+    "NNetworkExtended",
+    "NNetworkMinimal",
+    "TrainingDivergedError",
+    "fetch",
+    "load_fashion_mnist",
+    "load_mnist",
+    "read_idx",
+    "write_idx",
+]

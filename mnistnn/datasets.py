@@ -65,6 +65,7 @@ __all__ = [
     "load_fashion_mnist",
     "load_mnist",
     "main",
+    "progress_enabled",
 ]
 
 log = logging.getLogger(__name__)
@@ -211,6 +212,26 @@ class Source(Protocol):
     ) -> Iterable[tuple[str, Candidate]]:
         """Yield ``(name, candidate)`` for the requested files this source can provide."""
         ...
+
+
+# --------------------------------------------------------------------------- progress output
+
+PROGRESS_ENV = "MNISTNN_PROGRESS"
+_PROGRESS_OFF = frozenset({"0", "false", "no"})
+
+
+def progress_enabled(default: bool | None = None) -> bool:
+    """Whether to show progress messages and bars.
+
+    An explicit ``default`` (True or False, e.g. a function's ``progress`` argument) is returned
+    as is.  ``None`` means "not chosen": then ``$MNISTNN_PROGRESS`` decides, off when it is
+    ``0``, ``false`` or ``no`` (any case), on when it is unset or anything else.  Every
+    ``progress=None`` default in the package goes through here, so ``MNISTNN_PROGRESS=0``
+    silences notebooks and test runs without changing any call.
+    """
+    if default is not None:
+        return bool(default)
+    return os.environ.get(PROGRESS_ENV, "").strip().lower() not in _PROGRESS_OFF
 
 
 # --------------------------------------------------------------------------- locations
@@ -705,15 +726,17 @@ def fetch(
     dataset: str | DatasetSpec,
     data_home: str | os.PathLike[str] | None = None,
     sources: Sequence[Source] | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     recheck: bool = False,
 ) -> dict[str, Path]:
     """Make sure the dataset's four files are present and verified; return their paths.
 
     Files verified once are recorded in a ``.verified.json`` stamp (size, mtime, SHA-256) so the
     next call only stats them; ``recheck=True`` re-hashes them anyway. ``sources`` replaces the
-    default list tried after the data folder. Raises ``DatasetFetchError`` when sources run out.
+    default list tried after the data folder. ``progress`` (default: :func:`progress_enabled`)
+    shows download messages. Raises ``DatasetFetchError`` when sources run out.
     """
+    progress = progress_enabled(progress)
     spec = get_spec(dataset)
     folder = _resolve_home(data_home) / spec.folder
     folder.mkdir(parents=True, exist_ok=True)
@@ -792,7 +815,7 @@ def load(
     dataset: str | DatasetSpec,
     split: str = "train",
     data_home: str | os.PathLike[str] | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(images, labels)`` of one split as uint8 arrays (N, 28, 28) and (N,)."""
     spec = get_spec(dataset)
@@ -813,14 +836,18 @@ def load(
 
 
 def load_mnist(
-    split: str = "train", data_home: str | os.PathLike[str] | None = None, progress: bool = True
+    split: str = "train",
+    data_home: str | os.PathLike[str] | None = None,
+    progress: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """MNIST digits: ``split`` is ``"train"`` (60,000) or ``"test"`` (10,000)."""
     return load("mnist", split, data_home, progress)
 
 
 def load_fashion_mnist(
-    split: str = "train", data_home: str | os.PathLike[str] | None = None, progress: bool = True
+    split: str = "train",
+    data_home: str | os.PathLike[str] | None = None,
+    progress: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fashion-MNIST (classes in ``FASHION_MNIST_CLASSES``): ``"train"`` or ``"test"``."""
     return load("fashion", split, data_home, progress)
@@ -856,7 +883,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = 0
     for key in dict.fromkeys(args.dataset):
         try:
-            paths = fetch(key, args.data_home, progress=not args.quiet, recheck=args.recheck)
+            progress = False if args.quiet else None  # None: $MNISTNN_PROGRESS decides
+            paths = fetch(key, args.data_home, progress=progress, recheck=args.recheck)
         except DatasetFetchError as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = 2

@@ -55,7 +55,7 @@ def layout(sizes: tuple[int, ...] | list[int]) -> np.ndarray:
 
 @njit(cache=True)
 def _wb(theta, off, sizes, layer):
-    """Views ``(W, b)`` of layer ``layer`` (1-based) inside ``theta``: ``(n_out, n_in)``, ``(n_out,)``."""
+    """Views ``(W, b)`` of layer ``layer`` (1-based) in ``theta``: ``(n_out, n_in)``, ``(n_out,)``."""
     n_in = sizes[layer - 1]
     n_out = sizes[layer]
     start = off[layer - 1]
@@ -254,8 +254,9 @@ def _update(theta, grad, velocity, alpha, momentum):
 
 
 @njit(cache=True)
-def full_batch_step(theta, off, sizes, X, y, rows, buf, grad, velocity, alpha, momentum,
-                    losses, correct, threads):
+def full_batch_step(
+    theta, off, sizes, X, y, rows, buf, grad, velocity, alpha, momentum, losses, correct, threads
+):
     """One iteration of full-batch gradient descent (the write-up's ``W = W - alpha dW``).
 
     Returns ``(mean loss, accuracy)`` of the parameters *before* the update.  If the loss is not
@@ -271,8 +272,23 @@ def full_batch_step(theta, off, sizes, X, y, rows, buf, grad, velocity, alpha, m
 
 
 @njit(cache=True)
-def train_epoch(theta, off, sizes, X, y, order, batch_size, buf, grad, velocity, alpha,
-                momentum, losses, correct, threads):
+def train_epoch(
+    theta,
+    off,
+    sizes,
+    X,
+    y,
+    order,
+    batch_size,
+    buf,
+    grad,
+    velocity,
+    alpha,
+    momentum,
+    losses,
+    correct,
+    threads,
+):
     """One epoch of mini-batch SGD over ``X[order]`` in batches of ``batch_size``.
 
     Returns ``(mean loss, accuracy, batches done)`` over the batches seen (measured before each
@@ -286,8 +302,7 @@ def train_epoch(theta, off, sizes, X, y, order, batch_size, buf, grad, velocity,
     for start in range(0, n, batch_size):
         rows = order[start : min(n, start + batch_size)]
         m = rows.shape[0]
-        loss = backward(theta, off, sizes, X, y, rows, buf, grad, losses[:m], correct[:m],
-                        threads)
+        loss = backward(theta, off, sizes, X, y, rows, buf, grad, losses[:m], correct[:m], threads)
         if not np.isfinite(loss):
             return loss, 0.0, done
         _update(theta, grad, velocity, alpha, momentum)

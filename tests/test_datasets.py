@@ -613,3 +613,49 @@ def test_cli_rejects_unknown_dataset(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as info:
         ds.main(["fetch", "--dataset", "cifar"])
     assert info.value.code == 2
+
+
+# --------------------------------------------------------------------------- progress switch
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, True),
+        ("", True),
+        ("1", True),
+        ("yes", True),
+        ("anything", True),
+        ("0", False),
+        ("false", False),
+        ("FALSE", False),
+        ("no", False),
+        (" No ", False),
+    ],
+)
+def test_progress_enabled_follows_environment(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, expected: bool
+) -> None:
+    if value is None:
+        monkeypatch.delenv("MNISTNN_PROGRESS", raising=False)
+    else:
+        monkeypatch.setenv("MNISTNN_PROGRESS", value)
+    assert ds.progress_enabled() is expected
+    assert ds.progress_enabled(None) is expected
+    # an explicit choice always wins over the environment
+    assert ds.progress_enabled(True) is True
+    assert ds.progress_enabled(False) is False
+
+
+@pytest.mark.parametrize(("value", "shown"), [("0", False), ("1", True)])
+def test_fetch_progress_default_follows_environment(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    value: str,
+    shown: bool,
+) -> None:
+    monkeypatch.setenv("MNISTNN_PROGRESS", value)
+    sources = [FakeSource("down", error=ds.SourceUnavailable("unreachable")), FakeSource("ok")]
+    ds.fetch(SPEC, tmp_path, sources=sources)
+    assert ("Fake-fake: down: unreachable" in capsys.readouterr().err) is shown

@@ -1,0 +1,91 @@
+# mnistnn: set up, fetch the data, open the notebooks, run the tests.
+#
+# Needs GNU make (3.81 or newer, as shipped on macOS) and Python 3.11+; no conda.
+#   make            create .venv and install the package with its lab + test extras
+#   make lab        ... then fetch the data and open JupyterLab on notebooks/
+#   make test       ... then fetch the data and run tests/ and every notebook (nbval)
+#   make help       list every target
+#
+# Variables (override on the command line: `make test PYTHON=python3.12 PYTEST_ARGS="-k idx"`):
+#   PYTHON       interpreter that creates the venv (default python3)
+#   VENV         the virtual environment's folder (default .venv)
+#   LAB_ARGS     extra arguments for `jupyter lab`
+#   PYTEST_ARGS  extra arguments for pytest (e.g. `tests -x -q` to skip the notebooks)
+#   MNISTNN_DATA (environment) where the data lives; default: the checkout's data/
+
+PYTHON ?= python3
+VENV ?= .venv
+LAB_ARGS ?=
+PYTEST_ARGS ?=
+
+VENV_BIN := $(VENV)/bin
+VENV_PY := $(VENV_BIN)/python
+STAMP := $(VENV)/.installed
+KERNEL_NAME := mnistnn
+KERNEL_DISPLAY := Python (mnistnn)
+
+# The test run: no progress bars, no GUI backend, no debugger warning from the kernels.
+TEST_ENV := MNISTNN_PROGRESS=0 MPLBACKEND=Agg PYDEVD_DISABLE_FILE_VALIDATION=1
+
+.DEFAULT_GOAL := install
+.DELETE_ON_ERROR:
+.PHONY: install data lab test lint images benchmark clean distclean help
+
+install: $(STAMP) ## Create the venv (.venv), install the package (editable) with its lab + test extras, register the kernel
+
+# The venv itself: made once, with a clear message when the interpreter is too old.
+$(VENV_PY):
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+	  echo "error: mnistnn needs Python 3.11 or newer; '$(PYTHON)' is $$($(PYTHON) --version 2>&1)." >&2; \
+	  echo "       Run e.g. 'make PYTHON=python3.12'." >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+# Everything pip installs; redone only when pyproject.toml changes (or the stamp is removed).
+$(STAMP): pyproject.toml | $(VENV_PY)
+	$(VENV_PY) -m pip install --quiet --upgrade pip
+	$(VENV_PY) -m pip install --progress-bar off -e '.[dev]'
+	$(VENV_PY) -m ipykernel install --user --name $(KERNEL_NAME) --display-name "$(KERNEL_DISPLAY)" >/dev/null
+	@touch $@
+
+data: install ## Fetch and verify MNIST and Fashion-MNIST into data/ (quick when already there)
+	$(VENV_PY) -m mnistnn.datasets fetch
+
+lab: install data ## Open JupyterLab on notebooks/ (extra arguments: LAB_ARGS=...)
+	$(VENV_BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
+
+test: install data ## Run tests/ and every notebook with nbval (extra arguments: PYTEST_ARGS=...)
+	$(TEST_ENV) $(VENV_PY) -m pytest $(PYTEST_ARGS)
+
+lint: install ## Check the code and the notebooks with ruff
+	$(VENV_BIN)/ruff check .
+
+images: install data ## Regenerate the figures in images/
+	MPLBACKEND=Agg $(VENV_PY) images/generate.py
+
+benchmark: install data ## Time the training kernels
+	$(VENV_PY) benchmarks/run.py
+
+clean: ## Remove build artefacts and caches (keeps the venv and data/)
+	rm -rf build dist .pytest_cache .ruff_cache .make-stamps
+	find . \( -path ./$(VENV) -o -path ./data -o -path ./.git \) -prune -o \
+	  \( -name __pycache__ -o -name '*.egg-info' -o -name .ipynb_checkpoints \) -type d \
+	  -prune -exec rm -rf {} +
+	find . \( -path ./$(VENV) -o -path ./data -o -path ./.git \) -prune -o \
+	  \( -name '*.py[co]' -o -name '*.nbi' -o -name '*.nbc' \) -type f -exec rm -f {} +
+
+# Forget the Jupyter kernel registration, but only if it points into this venv.
+UNREGISTER_KERNEL := import os; from jupyter_client.kernelspec import KernelSpecManager; \
+  m = KernelSpecManager(); name = "$(KERNEL_NAME)"; \
+  argv = m.get_kernel_spec(name).argv if name in m.find_kernel_specs() else [""]; \
+  ours = os.path.realpath(os.path.dirname(argv[0])) == os.path.realpath("$(VENV_BIN)"); \
+  ours and (m.remove_kernel_spec(name), print("removed the Jupyter kernel", name))
+
+distclean: clean ## Also remove the venv and its Jupyter kernel registration (keeps data/)
+	-@[ ! -x "$(VENV_PY)" ] || $(VENV_PY) -c '$(UNREGISTER_KERNEL)'
+	rm -rf $(VENV)
+
+help: ## List the targets
+	@echo "Usage: make [target] [PYTHON=python3] [VENV=.venv] [LAB_ARGS=...] [PYTEST_ARGS=...]"
+	@echo
+	@grep -E '^[a-z][a-z-]*:.*## ' $(firstword $(MAKEFILE_LIST)) \
+	  | awk 'BEGIN { FS = ":.*## " } { printf "  %-10s %s\n", $$1, $$2 }'

@@ -1,0 +1,495 @@
+"""The estimators: dense ReLU networks with a softmax output, trained by gradient descent.
+
+``NNetworkExtended`` takes any number of hidden layers; ``NNetworkMinimal`` is the original
+write-up's 784 -> 10 -> 10 network, the one-hidden-layer case of the same class.  Both keep their
+parameters in one flat vector (see :func:`mnistnn.kernels.layout`) and expose them as lists of
+views, ``weights[l]`` of shape ``(n_out, n_in)`` and ``biases[l]`` of shape ``(n_out,)``, so the
+write-up's ``H = W . I + B`` reads ``weights[0] @ I + biases[0][:, None]``.
+
+The API follows scikit-learn: ``fit``, ``predict``, ``predict_proba``, ``score``; plus ``loss``
+(mean cross-entropy) and ``gradients`` for the backpropagation notebook, and ``save``/``load``
+for the model-file format of :mod:`mnistnn.modelfile`.  ``X`` is always raw pixels, ``(N, 784)``
+or ``(N, 28, 28)``, in 0..255: the kernels divide by 255, as the write-up does.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections.abc import Sequence
+from os import PathLike
+from typing import Any
+
+import numba
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import kernels
+from .datasets import progress_enabled
+from .modelfile import ModelFormatError, load_model, save_model
+
+__all__ = ["NNetworkExtended", "NNetworkMinimal", "TrainingDivergedError"]
+
+PREDICT_CHUNK = 8192  # samples per forward pass in predict/score: bounds the work buffer
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss stopped being finite during training (usually: the learning rate is too high)."""
+
+
+class NNetworkExtended:
+    """A dense network ``nodes_in -> hidden_layers... -> nodes_out`` with ReLU hidden units.
+
+    Parameters
+    ----------
+    nodes_in, nodes_out : input pixels and classes.
+    hidden_layers : widths of the hidden layers, e.g. ``(128, 64)``; at least one.
+    alpha : learning rate.
+    maxiterations : full-batch iterations when ``batch_size`` is None (the write-up's training).
+    batch_size : mini-batch size for SGD; then ``epochs`` passes over the (reshuffled) data.
+    momentum : classical momentum, ``v = momentum * v - alpha * g``; 0 is plain gradient descent.
+    init : ``"uniform"`` (the write-up's U[-0.5, 0.5) for weights and biases) or ``"he"``
+        (normal with std ``sqrt(2 / n_in)``, zero biases: better for deeper ReLU stacks).
+    validation_fraction : share of the training data held out (seeded) and scored in the history.
+    seed : seed of the ``numpy.random.Generator`` for weights, shuffling and the validation split.
+    dtype : ``"float32"`` (fast) or ``"float64"`` (for gradient checks).
+    progress : show a tqdm progress bar in ``fit``; None follows ``MNISTNN_PROGRESS``.
+    """
+
+    def __init__(
+        self,
+        nodes_in: int = 784,
+        hidden_layers: Sequence[int] = (128, 64),
+        nodes_out: int = 10,
+        alpha: float = 0.1,
+        maxiterations: int = 5000,
+        batch_size: int | None = None,
+        epochs: int = 10,
+        momentum: float = 0.0,
+        init: str = "uniform",
+        validation_fraction: float = 0.0,
+        seed: int | None = None,
+        dtype: str = "float32",
+        progress: bool | None = None,
+    ) -> None:
+        self.nodes_in = _positive_int("nodes_in", nodes_in)
+        self.hidden_layers = tuple(_positive_int("hidden_layers", h) for h in hidden_layers)
+        if not self.hidden_layers:
+            raise ValueError("hidden_layers must list at least one layer width, e.g. (128,)")
+        self.nodes_out = _positive_int("nodes_out", nodes_out)
+        if self.nodes_out < 2:
+            raise ValueError(f"nodes_out must be at least 2 classes, got {nodes_out}")
+        self.alpha = _positive_float("alpha", alpha)
+        self.maxiterations = _positive_int("maxiterations", maxiterations)
+        self.batch_size = None if batch_size is None else _positive_int("batch_size", batch_size)
+        self.epochs = _positive_int("epochs", epochs)
+        if not (isinstance(momentum, int | float) and 0.0 <= momentum < 1.0):
+            raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
+        self.momentum = float(momentum)
+        if init not in ("uniform", "he"):
+            raise ValueError(f"init must be 'uniform' or 'he', got {init!r}")
+        self.init = init
+        if not (isinstance(validation_fraction, int | float) and 0.0 <= validation_fraction < 1.0):
+            raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
+        self.validation_fraction = float(validation_fraction)
+        if seed is not None and not isinstance(seed, int | np.integer):
+            raise ValueError(f"seed must be an integer or None, got {seed!r}")
+        self.seed = seed
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        self.dtype = dtype
+        self.progress = progress
+
+        self.layer_sizes = (self.nodes_in, *self.hidden_layers, self.nodes_out)
+        self._sizes = np.asarray(self.layer_sizes, dtype=np.int64)
+        self._offsets = kernels.layout(self.layer_sizes)
+        self._rng = np.random.default_rng(seed)
+        self._theta = np.empty(int(self._offsets[-1]), dtype=dtype)
+        self._velocity = np.zeros_like(self._theta)
+        self._init_parameters()
+        self.history: dict[str, list[float]] = {}
+        self.training_info: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ parameters
+    def _init_parameters(self) -> None:
+        """Draw every ``W`` (and ``b``) from the seeded generator, layer by layer, in float64."""
+        for W, b in zip(self.weights, self.biases, strict=True):
+            n_in = W.shape[1]
+            if self.init == "uniform":  # the write-up: np.random.rand(n_out, n_in) - 0.5
+                W[...] = self._rng.uniform(-0.5, 0.5, size=W.shape)
+                b[...] = self._rng.uniform(-0.5, 0.5, size=b.shape)
+            else:  # He et al. (2015): keeps the ReLU activations' variance layer after layer
+                W[...] = self._rng.normal(0.0, math.sqrt(2.0 / n_in), size=W.shape)
+                b[...] = 0.0
+
+    def _views(self, vector: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per-layer ``(n_out, n_in)`` and ``(n_out,)`` views into a flat parameter vector."""
+        Ws, bs = [], []
+        for start, n_in, n_out in zip(
+            self._offsets[:-1], self.layer_sizes[:-1], self.layer_sizes[1:], strict=True
+        ):
+            Ws.append(vector[start : start + n_out * n_in].reshape(n_out, n_in))
+            bs.append(vector[start + n_out * n_in : start + n_out * n_in + n_out])
+        return Ws, bs
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        """Weight matrices, ``weights[l]`` of shape ``(n_out, n_in)`` (views: edits train)."""
+        return self._views(self._theta)[0]
+
+    @property
+    def biases(self) -> list[np.ndarray]:
+        """Bias vectors, ``biases[l]`` of shape ``(n_out,)`` (views into the parameters)."""
+        return self._views(self._theta)[1]
+
+    @property
+    def n_parameters(self) -> int:
+        """Number of trainable numbers (weights and biases)."""
+        return int(self._offsets[-1])
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor parameters, as scikit-learn's ``get_params``."""
+        names = inspect.signature(type(self).__init__).parameters
+        return {name: getattr(self, name) for name in names if name != "self"}
+
+    def __repr__(self) -> str:
+        defaults = {
+            name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items()
+        }
+        shown = [
+            f"{name}={value!r}"
+            for name, value in self.get_params().items()
+            if value != defaults.get(name)
+        ]
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+    # ------------------------------------------------------------------ validation
+    def _check_X(self, X: Any) -> np.ndarray:
+        """Raw pixels as a C-contiguous ``(N, nodes_in)`` array (uint8 kept, others as floats)."""
+        X = np.asarray(X)
+        if X.ndim < 2 or X.shape[0] == 0:
+            raise ValueError(
+                f"X must be a non-empty array of images, shape (N, {self.nodes_in}) or "
+                f"(N, rows, cols); got shape {X.shape}"
+            )
+        if math.prod(X.shape[1:]) != self.nodes_in:
+            raise ValueError(
+                f"each image must have {self.nodes_in} pixels; X has shape {X.shape} "
+                f"({math.prod(X.shape[1:])} pixels per image)"
+            )
+        X = X.reshape(X.shape[0], self.nodes_in)
+        if X.dtype == np.uint8:
+            return np.ascontiguousarray(X)
+        if not (np.issubdtype(X.dtype, np.integer) or np.issubdtype(X.dtype, np.floating)):
+            raise ValueError(f"X must hold numbers (pixels 0..255), got dtype {X.dtype}")
+        if not np.all(np.isfinite(X)):
+            raise ValueError("X contains NaN or infinite values")
+        if X.min() < 0 or X.max() > 255:
+            raise ValueError(
+                f"X must hold raw pixels in 0..255 (the network divides by 255 itself); "
+                f"got values from {X.min()} to {X.max()}"
+            )
+        return np.ascontiguousarray(X, dtype=self.dtype)
+
+    def _check_Xy(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Validated ``X`` ``(N, nodes_in)`` and integer labels ``y`` ``(N,)`` in 0..nodes_out-1."""
+        X = self._check_X(X)
+        y = np.asarray(y)
+        if y.ndim != 1:
+            raise ValueError(f"y must be a 1-D array of labels, got shape {y.shape}")
+        if y.shape[0] != X.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} images but y has {y.shape[0]} labels")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"y must hold integer class labels, got dtype {y.dtype}")
+        if y.min() < 0 or y.max() >= self.nodes_out:
+            raise ValueError(
+                f"labels must be in 0..{self.nodes_out - 1}; got values from {y.min()} to {y.max()}"
+            )
+        return X, np.ascontiguousarray(y, dtype=np.int64)
+
+    # ------------------------------------------------------------------ inference
+    def _buffer(self, m: int) -> np.ndarray:
+        """Work space for the activations of ``m`` samples."""
+        return np.empty(m * int(self._sizes[1:].sum()), dtype=self.dtype)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities (softmax outputs), shape ``(N, nodes_out)``."""
+        X = self._check_X(X)
+        out = np.empty((X.shape[0], self.nodes_out), dtype=self.dtype)
+        buf = self._buffer(min(PREDICT_CHUNK, X.shape[0]))
+        for start in range(0, X.shape[0], PREDICT_CHUNK):
+            rows = np.arange(start, min(X.shape[0], start + PREDICT_CHUNK))
+            out[rows] = kernels.predict_proba(self._theta, self._offsets, self._sizes, X, rows, buf)
+        return out
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted class of each image, shape ``(N,)``, int64."""
+        return np.argmax(self.predict_proba(X), axis=1)
+
+    def _evaluate(self, X: np.ndarray, y: np.ndarray, rows: np.ndarray) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy on ``X[rows]`` (validated inputs), in chunks."""
+        total_loss, hits = 0.0, 0.0
+        buf = self._buffer(min(PREDICT_CHUNK, rows.shape[0]))
+        losses = np.empty(min(PREDICT_CHUNK, rows.shape[0]), dtype=self.dtype)
+        correct = np.empty(losses.shape[0], dtype=np.bool_)
+        for start in range(0, rows.shape[0], PREDICT_CHUNK):
+            chunk = rows[start : start + PREDICT_CHUNK]
+            m = chunk.shape[0]
+            loss, acc = kernels.evaluate(
+                self._theta, self._offsets, self._sizes, X, y, chunk, buf, losses[:m], correct[:m]
+            )
+            total_loss += loss * m
+            hits += acc * m
+        return total_loss / rows.shape[0], hits / rows.shape[0]
+
+    def score(self, X: Any, y: Any) -> float:
+        """Accuracy: the fraction of images whose predicted class equals ``y``."""
+        X, y = self._check_Xy(X, y)
+        return self._evaluate(X, y, np.arange(X.shape[0]))[1]
+
+    def loss(self, X: Any, y: Any) -> float:
+        """Mean cross-entropy ``-mean(log p[y])`` over the batch."""
+        X, y = self._check_Xy(X, y)
+        return self._evaluate(X, y, np.arange(X.shape[0]))[0]
+
+    def gradients(self, X: Any, y: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Gradients of :meth:`loss` on the batch ``(X, y)``: ``(weight_grads, bias_grads)``,
+        shaped like ``weights`` and ``biases``."""
+        X, y = self._check_Xy(X, y)
+        rows = np.arange(X.shape[0])
+        grad = np.empty_like(self._theta)
+        losses = np.empty(X.shape[0], dtype=self.dtype)
+        correct = np.empty(X.shape[0], dtype=np.bool_)
+        kernels.backward(
+            self._theta,
+            self._offsets,
+            self._sizes,
+            X,
+            y,
+            rows,
+            self._buffer(X.shape[0]),
+            grad,
+            losses,
+            correct,
+            numba.get_num_threads(),
+        )
+        return self._views(grad)
+
+    # ------------------------------------------------------------------ training
+    def _split(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Seeded train/validation row indices."""
+        if self.validation_fraction == 0.0:
+            return np.arange(n), np.arange(0)
+        perm = self._rng.permutation(n)
+        n_val = max(1, round(n * self.validation_fraction))
+        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+    def fit(self, X: Any, y: Any) -> NNetworkExtended:
+        """Train from the current weights: full-batch gradient descent for ``maxiterations``
+        iterations if ``batch_size`` is None, else mini-batch SGD for ``epochs`` epochs.
+
+        Appends to :attr:`history` (loss and accuracy measured before each update).  Raises
+        :class:`TrainingDivergedError` naming the iteration if the loss stops being finite; the
+        parameters are then those of the last finite step.
+        """
+        X, y = self._check_Xy(X, y)
+        train_rows, val_rows = self._split(X.shape[0])
+        if train_rows.shape[0] == 0:
+            raise ValueError("validation_fraction leaves no training data")
+        started = time.perf_counter()
+        if self.batch_size is None:
+            self._fit_full_batch(X, y, train_rows, val_rows)
+        else:
+            self._fit_mini_batch(X, y, train_rows, val_rows)
+        self.training_info = {
+            "samples": int(train_rows.shape[0]),
+            "seconds": round(time.perf_counter() - started, 3),
+            "final_loss": self.history["loss"][-1],
+            "final_train_accuracy": self.history["train_accuracy"][-1],
+        }
+        return self
+
+    def _record(self, step: str, value: int, loss: float, acc: float, X, y, val_rows) -> None:
+        """Append one row to the history (plus validation scores if there is a split)."""
+        for key, v in ((step, value), ("loss", loss), ("train_accuracy", acc)):
+            self.history.setdefault(key, []).append(v)
+        if val_rows.shape[0]:
+            val_loss, val_acc = self._evaluate(X, y, val_rows)
+            self.history.setdefault("val_loss", []).append(val_loss)
+            self.history.setdefault("val_accuracy", []).append(val_acc)
+
+    def _diverged(self, where: str, loss: float) -> TrainingDivergedError:
+        return TrainingDivergedError(
+            f"training diverged at {where}: the loss is {loss}. The parameters are those of the "
+            f"last finite step; try a smaller learning rate (alpha={self.alpha})."
+        )
+
+    def _fit_full_batch(self, X, y, rows, val_rows) -> None:
+        """The write-up's training: every iteration uses every training image."""
+        m = rows.shape[0]
+        buf, grad = self._buffer(m), np.empty_like(self._theta)
+        losses, correct = np.empty(m, dtype=self.dtype), np.empty(m, dtype=np.bool_)
+        alpha, momentum = self._theta.dtype.type(self.alpha), self._theta.dtype.type(self.momentum)
+        threads = numba.get_num_threads()
+        start = len(self.history.get("iteration", []))
+        refresh = max(1, self.maxiterations // 100)
+        with tqdm(total=self.maxiterations, desc="training", disable=not self._show()) as bar:
+            for it in range(start + 1, start + self.maxiterations + 1):
+                loss, acc = kernels.full_batch_step(
+                    self._theta,
+                    self._offsets,
+                    self._sizes,
+                    X,
+                    y,
+                    rows,
+                    buf,
+                    grad,
+                    self._velocity,
+                    alpha,
+                    momentum,
+                    losses,
+                    correct,
+                    threads,
+                )
+                if not math.isfinite(loss):
+                    raise self._diverged(f"iteration {it}", loss)
+                self._record("iteration", it, loss, acc, X, y, val_rows)
+                if it % refresh == 0 or it == start + self.maxiterations:
+                    bar.set_postfix(loss=f"{loss:.4f}", accuracy=f"{acc:.4f}", refresh=False)
+                    bar.update(it - bar.n - start)
+
+    def _fit_mini_batch(self, X, y, rows, val_rows) -> None:
+        """Mini-batch SGD: each epoch reshuffles the training rows with the seeded generator."""
+        bs = self.batch_size
+        buf, grad = self._buffer(bs), np.empty_like(self._theta)
+        losses, correct = np.empty(bs, dtype=self.dtype), np.empty(bs, dtype=np.bool_)
+        alpha, momentum = self._theta.dtype.type(self.alpha), self._theta.dtype.type(self.momentum)
+        threads = numba.get_num_threads()
+        start = len(self.history.get("epoch", []))
+        with tqdm(
+            total=self.epochs, desc="training", unit="epoch", disable=not self._show()
+        ) as bar:
+            for epoch in range(start + 1, start + self.epochs + 1):
+                order = rows[self._rng.permutation(rows.shape[0])]
+                loss, acc, done = kernels.train_epoch(
+                    self._theta,
+                    self._offsets,
+                    self._sizes,
+                    X,
+                    y,
+                    order,
+                    bs,
+                    buf,
+                    grad,
+                    self._velocity,
+                    alpha,
+                    momentum,
+                    losses,
+                    correct,
+                    threads,
+                )
+                if done < -(-order.shape[0] // bs):
+                    raise self._diverged(f"epoch {epoch}, batch {done + 1}", loss)
+                self._record("epoch", epoch, loss, acc, X, y, val_rows)
+                bar.set_postfix(loss=f"{loss:.4f}", accuracy=f"{acc:.4f}", refresh=False)
+                bar.update(1)
+
+    def _show(self) -> bool:
+        return progress_enabled(self.progress)
+
+    # ------------------------------------------------------------------ model files
+    def save(self, path: str | PathLike[str]) -> None:
+        """Write the model to ``path`` atomically in the format of :mod:`mnistnn.modelfile`."""
+        save_model(
+            path,
+            self.weights,
+            self.biases,
+            {
+                "class": type(self).__name__,
+                "params": _jsonable(
+                    {k: v for k, v in self.get_params().items() if k != "progress"}
+                ),
+                "training": _jsonable(self.training_info),
+            },
+        )
+
+    @classmethod
+    def load(cls, path: str | PathLike[str]) -> NNetworkExtended:
+        """Read a model written by :meth:`save`; raises ``ModelFormatError`` on a bad file."""
+        weights, biases, meta = load_model(path, expected_class=cls.__name__)
+        params = dict(meta.get("params", {}))
+        params.pop("progress", None)
+        try:
+            model = cls(**params)
+        except (TypeError, ValueError) as exc:
+            raise ModelFormatError(f"{path}: invalid model parameters: {exc}") from None
+        if model.layer_sizes != tuple(meta["layer_sizes"]) or model.dtype != meta["dtype"]:
+            raise ModelFormatError(
+                f"{path}: the parameters {params} do not match the stored layer sizes "
+                f"{meta['layer_sizes']} and dtype {meta['dtype']}"
+            )
+        for W, b, W_file, b_file in zip(model.weights, model.biases, weights, biases, strict=True):
+            W[...] = W_file
+            b[...] = b_file
+        model.training_info = dict(meta.get("training", {}))
+        return model
+
+
+class NNetworkMinimal(NNetworkExtended):
+    """The original write-up's network: ``784 -> 10 (ReLU) -> 10 (softmax)``, trained by
+    full-batch gradient descent for ``maxiterations`` iterations with learning rate ``alpha``.
+
+    Weights and biases are drawn in the constructor from U[-0.5, 0.5), as in the write-up, so a
+    fresh network already predicts (at chance level, about 10%) and has gradients.
+    """
+
+    def __init__(
+        self,
+        nodes_in: int = 784,
+        nodes_hid: int = 10,
+        nodes_out: int = 10,
+        alpha: float = 0.1,
+        maxiterations: int = 5000,
+        seed: int | None = None,
+        dtype: str = "float32",
+        init: str = "uniform",
+        progress: bool | None = None,
+    ) -> None:
+        self.nodes_hid = _positive_int("nodes_hid", nodes_hid)
+        super().__init__(
+            nodes_in=nodes_in,
+            hidden_layers=(self.nodes_hid,),
+            nodes_out=nodes_out,
+            alpha=alpha,
+            maxiterations=maxiterations,
+            init=init,
+            seed=seed,
+            dtype=dtype,
+            progress=progress,
+        )
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _positive_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return float(value)
+
+
+def _jsonable(obj: Any) -> Any:
+    """Tuples to lists and numpy scalars to Python numbers, for the JSON metadata."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj

@@ -1,0 +1,631 @@
+"""Figures the notebooks share: digits, class counts, pixel statistics, training curves, errors.
+
+Every plotting function takes numpy arrays, draws one figure and returns it; none of them
+trains anything or reads files.  They share one look: digits in ``gray_r`` (ink dark on white
+paper, as the digits were written), titles with class names, mistakes in red.
+
+Each figure is created through ``matplotlib.pyplot`` (so Jupyter knows how to draw it) and
+then closed at once, i.e. handed to the caller and removed from pyplot's list of open figures:
+
+* in Jupyter, a figure returned as the last value of a cell is shown exactly once (a figure
+  kept open by pyplot would be shown a second time when the cell ends);
+* nothing accumulates in pyplot, so loops and tests need no ``plt.close``;
+* in a script, save it with ``fig.savefig("name.png")`` (``plt.show()`` does not show it).
+
+Images may be given as ``(N, 28, 28)`` arrays or flattened as ``(N, 784)`` (any square size
+works); uint8 images are drawn on the fixed 0..255 scale, others on their common min..max.
+
+:func:`hexdump` is the one text helper: it formats raw bytes for display, the way
+``hexdump -C`` does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure, SubFigure
+from numpy.typing import ArrayLike
+
+__all__ = [
+    "DIGIT_CMAP",
+    "MISTAKE_COLOR",
+    "WEIGHT_CMAP",
+    "class_balance",
+    "class_means",
+    "confusion_matrix_plot",
+    "hexdump",
+    "image_grid",
+    "learning_curves",
+    "pixel_histogram",
+    "probability_bars",
+    "samples_per_class",
+    "weight_images",
+]
+
+DIGIT_CMAP = "gray_r"
+"""Colormap of all digit images: 0 is white paper, 255 is black ink."""
+WEIGHT_CMAP = "RdBu_r"
+"""Diverging colormap of weights: negative blue, zero white, positive red."""
+MISTAKE_COLOR = "#c62828"
+"""Color of wrong predictions."""
+CORRECT_COLOR = "#2e7d32"
+"""Color of the true class in probability bars."""
+_SERIES_STYLES = {"train_": "-", "": "-", "val_": "--", "test_": ":"}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _new_figure(figsize: tuple[float, float]) -> Figure:
+    """A new figure with constrained layout, already closed in pyplot (see the module notes)."""
+    fig = plt.figure(figsize=figsize, layout="constrained")
+    plt.close(fig)
+    return fig
+
+
+def _as_images(images: ArrayLike) -> np.ndarray:
+    """``(N, H, W)`` or ``(N, H*W)`` with a square ``H*W`` -> ``(N, H, W)`` (a view if possible)."""
+    arr = np.asarray(images)
+    if arr.ndim == 3:
+        return arr
+    if arr.ndim == 2:
+        side = math.isqrt(arr.shape[1])
+        if side * side == arr.shape[1]:
+            return arr.reshape(len(arr), side, side)
+        raise ValueError(
+            f"flattened images need a square number of pixels per row, got {arr.shape[1]}"
+        )
+    raise ValueError(f"images must be (N, H, W) or (N, H*W), got shape {arr.shape}")
+
+
+def _value_range(images: np.ndarray) -> tuple[float, float]:
+    """Color limits: 0..255 for uint8 images, else the common min..max of the images."""
+    if images.dtype == np.uint8:
+        return 0.0, 255.0
+    if images.size == 0:
+        return 0.0, 1.0
+    low, high = float(np.min(images)), float(np.max(images))
+    return (low, high) if high > low else (low, low + 1.0)
+
+
+def _class_name(index: int, class_names: Sequence[str] | None) -> str:
+    return str(class_names[index]) if class_names is not None else str(index)
+
+
+def _bare(ax: Axes) -> None:
+    """No ticks and no frame, but keep the axes so a y label can still be shown."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def _frame(ax: Axes, color: str, width: float = 2.0) -> None:
+    """Draw a colored frame around an image (used to mark mistakes)."""
+    for spine in ax.spines.values():
+        spine.set_visible(True)
+        spine.set_color(color)
+        spine.set_linewidth(width)
+
+
+def _count_labels(labels: ArrayLike, n_classes: int, name: str) -> np.ndarray:
+    arr = np.asarray(labels)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
+        raise ValueError(f"{name} must lie in 0..{n_classes - 1} (one index per class name)")
+    return np.bincount(arr.astype(np.int64), minlength=n_classes)
+
+
+def _root(fig: Figure | SubFigure) -> Figure:
+    return fig if isinstance(fig, Figure) else fig.get_figure(root=True)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def image_grid(
+    images: ArrayLike,
+    labels: ArrayLike | None = None,
+    class_names: Sequence[str] | None = None,
+    predictions: ArrayLike | None = None,
+    ncols: int = 10,
+    title: str | None = None,
+    scale: float = 1.0,
+) -> Figure:
+    """Show images in a grid, each titled with its class, wrong predictions marked in red.
+
+    ``images`` is ``(N, 28, 28)`` or ``(N, 784)``; ``labels`` and ``predictions`` are optional
+    ``(N,)`` class indices, named through ``class_names`` (``K`` strings) if given.  With
+    ``predictions`` each image is titled with the predicted class; a wrong one is drawn in red
+    with a red frame and the true class below it.  ``scale`` multiplies the figure size (one
+    image is about 1 inch).  Returns the figure, with one axes per image.
+    """
+    imgs = _as_images(images)
+    n = len(imgs)
+    if n == 0:
+        raise ValueError("image_grid needs at least one image")
+    true = None if labels is None else np.asarray(labels)
+    pred = None if predictions is None else np.asarray(predictions)
+    for name, arr in (("labels", true), ("predictions", pred)):
+        if arr is not None and arr.shape != (n,):
+            raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
+    ncols = max(1, min(int(ncols), n))
+    nrows = math.ceil(n / ncols)
+    text_lines = (true is not None) + (pred is not None)
+    cell_h = 1.0 + 0.18 * text_lines
+    top = 0.35 if title else 0.0
+    fig = _new_figure((ncols * scale, (nrows * cell_h + top) * scale))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    vmin, vmax = _value_range(imgs)
+    fontsize = 8 * min(max(scale, 0.75), 1.5)
+    for i, ax in enumerate(axes):
+        if i >= n:
+            ax.remove()
+            continue
+        ax.imshow(imgs[i], cmap=DIGIT_CMAP, vmin=vmin, vmax=vmax)
+        _bare(ax)
+        if pred is None:
+            if true is not None:
+                ax.set_title(_class_name(int(true[i]), class_names), fontsize=fontsize)
+            continue
+        text = _class_name(int(pred[i]), class_names)
+        if true is not None and int(pred[i]) != int(true[i]):
+            text += f"\n(true: {_class_name(int(true[i]), class_names)})"
+            ax.set_title(text, fontsize=fontsize, color=MISTAKE_COLOR)
+            _frame(ax, MISTAKE_COLOR)
+        else:
+            ax.set_title(text + ("\n" if true is not None else ""), fontsize=fontsize)
+    if title:
+        fig.suptitle(title, fontsize=11 * min(max(scale, 0.8), 1.5))
+    return fig
+
+
+def samples_per_class(
+    images: ArrayLike,
+    labels: ArrayLike,
+    class_names: Sequence[str],
+    per_class: int = 10,
+    seed: int = 0,
+    title: str | None = None,
+) -> Figure:
+    """A few random examples of every class: one row per class, named on the left.
+
+    ``images`` is ``(N, 28, 28)`` or ``(N, 784)``, ``labels`` ``(N,)`` indices into
+    ``class_names`` (``K`` names).  ``per_class`` examples per row are drawn without
+    replacement with ``numpy.random.default_rng(seed)``, so the same seed shows the same
+    examples.  Returns the figure, with one axes per shown image (``K * per_class`` when every
+    class has enough examples).
+    """
+    imgs = _as_images(images)
+    y = np.asarray(labels)
+    if y.shape != (len(imgs),):
+        raise ValueError(f"labels must have shape ({len(imgs)},), got {y.shape}")
+    k = len(class_names)
+    _count_labels(y, k, "labels")
+    rng = np.random.default_rng(seed)
+    side = 0.62
+    label_w = 0.12 * max(len(str(c)) for c in class_names) + 0.2
+    top = 0.35 if title else 0.0
+    fig = _new_figure((label_w + per_class * side, k * side + top))
+    fig.get_layout_engine().set(w_pad=0.01, h_pad=0.01, wspace=0.02, hspace=0.02)
+    axes = fig.subplots(k, per_class, squeeze=False)
+    vmin, vmax = _value_range(imgs)
+    for c in range(k):
+        members = np.flatnonzero(y == c)
+        chosen = rng.choice(members, size=min(per_class, len(members)), replace=False)
+        for j, ax in enumerate(axes[c]):
+            if j >= len(chosen):
+                ax.remove()
+                continue
+            ax.imshow(imgs[chosen[j]], cmap=DIGIT_CMAP, vmin=vmin, vmax=vmax)
+            _bare(ax)
+        if len(chosen):
+            axes[c, 0].set_ylabel(
+                str(class_names[c]), rotation=0, ha="right", va="center", fontsize=10
+            )
+    if title:
+        fig.suptitle(title, fontsize=12)
+    return fig
+
+
+def class_means(
+    images: ArrayLike,
+    labels: ArrayLike,
+    class_names: Sequence[str],
+    title: str | None = None,
+    ncols: int | None = None,
+    fig: Figure | SubFigure | None = None,
+) -> Figure:
+    """The average image of each class: where its ink usually is.
+
+    ``images`` is ``(N, 28, 28)`` or ``(N, 784)``, ``labels`` ``(N,)`` indices into
+    ``class_names`` (``K`` names).  The ``K`` means are drawn in ``gray_r`` on one shared scale
+    (0 to the darkest mean pixel), ``ncols`` per row (default: all in one row).  Pass a
+    ``fig`` (e.g. one of ``Figure.subfigures``) to draw into it.  Returns the (root) figure,
+    with ``K`` axes added.
+    """
+    imgs = _as_images(images)
+    y = np.asarray(labels)
+    if y.shape != (len(imgs),):
+        raise ValueError(f"labels must have shape ({len(imgs)},), got {y.shape}")
+    k = len(class_names)
+    counts = _count_labels(y, k, "labels")
+    sums = np.zeros((k, imgs.shape[1] * imgs.shape[2]))
+    np.add.at(sums, y.astype(np.int64), imgs.reshape(len(imgs), -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = (sums / counts[:, None]).reshape(k, imgs.shape[1], imgs.shape[2])
+    ncols = k if ncols is None else max(1, min(int(ncols), k))
+    nrows = math.ceil(k / ncols)
+    if fig is None:
+        top = 0.3 if title else 0.0
+        fig = _new_figure((1.15 * ncols, 1.35 * nrows + top))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    vmax = float(np.nanmax(means)) if np.isfinite(means).any() else 1.0
+    for c, ax in enumerate(axes):
+        if c >= k:
+            ax.remove()
+            continue
+        ax.imshow(means[c], cmap=DIGIT_CMAP, vmin=0.0, vmax=vmax or 1.0)
+        _bare(ax)
+        ax.set_title(str(class_names[c]), fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _root(fig)
+
+
+def weight_images(
+    W: ArrayLike,
+    ncols: int = 5,
+    title: str | None = None,
+    unit_names: Sequence[str] | None = None,
+) -> Figure:
+    """Show each row of a first-layer weight matrix as an image: what each unit looks for.
+
+    ``W`` is ``(n_units, 784)``: row ``u`` holds the weights from the 784 pixels to unit ``u``
+    and is drawn as a 28 x 28 image (any square pixel count works).  The colormap is diverging
+    and symmetric around 0 (blue negative, white 0, red positive) on one scale shared by all
+    units, shown in one colorbar.  ``unit_names`` titles the images (default ``unit 0``, ...).
+    Returns the figure: ``n_units`` image axes plus the colorbar axes.
+    """
+    w = np.asarray(W, dtype=np.float64)
+    if w.ndim != 2:
+        raise ValueError(f"W must be 2-D (n_units, n_pixels), got shape {w.shape}")
+    side = math.isqrt(w.shape[1])
+    if side * side != w.shape[1]:
+        hint = " (pass W.T if the pixels are along the first axis)" if w.shape[0] == 784 else ""
+        raise ValueError(
+            f"each row of W must hold a square number of pixels, got {w.shape[1]}{hint}"
+        )
+    n = len(w)
+    if n == 0:
+        raise ValueError("W has no units (rows)")
+    ncols = max(1, min(int(ncols), n))
+    nrows = math.ceil(n / ncols)
+    top = 0.35 if title else 0.0
+    fig = _new_figure((1.5 * ncols + 0.8, 1.6 * nrows + top))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    limit = float(np.max(np.abs(w))) or 1.0
+    image = None
+    for u, ax in enumerate(axes):
+        if u >= n:
+            ax.remove()
+            continue
+        image = ax.imshow(w[u].reshape(side, side), cmap=WEIGHT_CMAP, vmin=-limit, vmax=limit)
+        _bare(ax)
+        ax.set_title(unit_names[u] if unit_names is not None else f"unit {u}", fontsize=9)
+    fig.colorbar(image, ax=[ax for ax in axes[:n]], shrink=0.8, label="weight")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+# --------------------------------------------------------------------------- data statistics
+
+
+def class_balance(
+    train_labels: ArrayLike,
+    test_labels: ArrayLike | None,
+    class_names: Sequence[str],
+    title: str | None = None,
+) -> Figure:
+    """How many examples each class has: train and test counts as grouped bars.
+
+    ``train_labels`` and ``test_labels`` are 1-D class indices into ``class_names`` (``K``
+    names); ``test_labels`` may be None.  Each bar is annotated with its count.  Returns the
+    figure, with one axes.
+    """
+    k = len(class_names)
+    groups = [("train", _count_labels(train_labels, k, "train_labels"), "#4c72b0")]
+    if test_labels is not None:
+        groups.append(("test", _count_labels(test_labels, k, "test_labels"), "#dd8452"))
+    fig = _new_figure((max(6.0, 0.8 * k + 1.5), 3.6))
+    ax = fig.add_subplot()
+    width = 0.8 / len(groups)
+    x = np.arange(k)
+    for g, (name, counts, color) in enumerate(groups):
+        offset = (g - (len(groups) - 1) / 2) * width
+        bars = ax.bar(x + offset, counts, width, label=f"{name} ({counts.sum():,})", color=color)
+        ax.bar_label(bars, fontsize=7, padding=1)
+    long_names = max(len(str(c)) for c in class_names) > 3
+    ax.set_xticks(
+        x,
+        [str(c) for c in class_names],
+        rotation=30 if long_names else 0,
+        ha="right" if long_names else "center",
+    )
+    ax.set_ylabel("examples")
+    highest = max(int(counts.max(initial=0)) for _, counts, _ in groups)
+    ax.set_ylim(0, max(highest, 1) * 1.25)  # headroom for the counts and the legend
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(loc="upper right", fontsize=8, ncols=len(groups), frameon=False)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def pixel_histogram(
+    images_by_name: Mapping[str, ArrayLike], title: str | None = None, bins: int = 64
+) -> Figure:
+    """Overlaid histograms of pixel values, one per dataset, on a logarithmic y axis.
+
+    ``images_by_name`` maps a legend name to images of any shape (every pixel counts).  The y
+    axis is the fraction of that dataset's pixels, so datasets of different sizes compare; the
+    legend also gives the fraction of exact zeros.  uint8 data gets one bin per value 0..255,
+    other data ``bins`` bins over the common range.  Returns the figure, with one axes.
+    """
+    if not images_by_name:
+        raise ValueError("pixel_histogram needs at least one dataset")
+    arrays = {name: np.asarray(a) for name, a in images_by_name.items()}
+    all_uint8 = all(a.dtype == np.uint8 for a in arrays.values())
+    if all_uint8:
+        edges = np.arange(257) - 0.5
+    else:
+        low = min(float(a.min()) for a in arrays.values() if a.size)
+        high = max(float(a.max()) for a in arrays.values() if a.size)
+        edges = np.linspace(low, high if high > low else low + 1.0, bins + 1)
+    fig = _new_figure((7.0, 3.6))
+    ax = fig.add_subplot()
+    for name, a in arrays.items():
+        if a.size == 0:
+            raise ValueError(f"dataset {name!r} has no pixels")
+        if all_uint8:
+            counts = np.bincount(a.ravel(), minlength=256)
+        else:
+            counts, _ = np.histogram(a, bins=edges)
+        zeros = np.count_nonzero(a == 0) / a.size
+        ax.stairs(counts / a.size, edges, label=f"{name} ({zeros:.0%} zeros)", linewidth=1.5)
+    ax.set_yscale("log")
+    ax.set_xlabel("pixel value" + (" (0 = background, 255 = full ink)" if all_uint8 else ""))
+    ax.set_ylabel("fraction of pixels")
+    ax.set_xlim(edges[0], edges[-1])
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(fontsize=9)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+# --------------------------------------------------------------------------- training
+
+
+def learning_curves(
+    histories: Mapping[str, Mapping[str, ArrayLike]],
+    metrics: Sequence[str] = ("loss", "accuracy"),
+    title: str | None = None,
+) -> Figure:
+    """Training curves of one or more runs: one panel per metric, one color per run.
+
+    ``histories`` maps a run name to its history: a mapping of equal-length sequences with an
+    x axis (``"iteration"`` or ``"epoch"``; else the position is used) and any of, for each
+    metric ``m``, ``"train_m"`` or ``"m"`` (solid line), ``"val_m"`` (dashed) and ``"test_m"``
+    (dotted), e.g. ``{"iteration": [...], "loss": [...], "train_accuracy": [...],
+    "val_accuracy": [...]}``.  Only what is present is plotted; a metric no run has is an
+    error.  Returns the figure, with one axes per metric.
+    """
+    if not histories:
+        raise ValueError("learning_curves needs at least one history")
+    if not metrics:
+        raise ValueError("learning_curves needs at least one metric")
+    fig = _new_figure((4.6 * len(metrics), 3.4))
+    axes = fig.subplots(1, len(metrics), squeeze=False).ravel()
+    colors = [f"C{i % 10}" for i in range(len(histories))]
+    x_names: set[str] = set()
+    for ax, metric in zip(axes, metrics, strict=True):
+        plotted = False
+        for color, (run, history) in zip(colors, histories.items(), strict=True):
+            x, x_name = _x_axis(run, history)
+            for prefix, style in _SERIES_STYLES.items():
+                key = prefix + metric
+                if key not in history or (prefix == "" and f"train_{metric}" in history):
+                    continue
+                y = np.asarray(history[key], dtype=np.float64)
+                if y.shape != x.shape:
+                    raise ValueError(
+                        f"history {run!r}: {key!r} has {y.size} values but {x_name!r} has {x.size}"
+                    )
+                split = prefix.rstrip("_") or "train"
+                label = split if len(histories) == 1 else f"{run} ({split})"
+                ax.plot(x, y, style, color=color, label=label, linewidth=1.5)
+                plotted = True
+                x_names.add(x_name)
+        if not plotted:
+            keys = sorted({key for history in histories.values() for key in history})
+            raise ValueError(f"no history has {metric!r} values; keys present: {keys}")
+        ax.set_title(metric)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.legend(fontsize=8)
+    for ax in axes:
+        ax.set_xlabel(" / ".join(sorted(x_names)))
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _x_axis(run: str, history: Mapping[str, ArrayLike]) -> tuple[np.ndarray, str]:
+    for key in ("iteration", "epoch"):
+        if key in history:
+            return np.asarray(history[key]), key
+    lengths = {len(np.asarray(v)) for v in history.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"history {run!r}: sequences of different lengths {sorted(lengths)}")
+    return np.arange(lengths.pop() if lengths else 0), "step"
+
+
+# --------------------------------------------------------------------------- results
+
+
+def confusion_matrix_plot(
+    cm: ArrayLike,
+    class_names: Sequence[str],
+    normalize: bool = False,
+    title: str | None = None,
+) -> Figure:
+    """Draw a confusion matrix with every cell annotated.
+
+    ``cm`` is ``(K, K)``, rows true classes and columns predicted ones (as returned by
+    :func:`mnistnn.metrics.confusion_matrix`).  With ``normalize=True`` each row is divided by
+    its total, so a cell reads "fraction of class i predicted as j" and the diagonal is the
+    per-class accuracy.  Returns the figure: the matrix axes and its colorbar axes.
+    """
+    counts = np.asarray(cm)
+    k = len(class_names)
+    if counts.shape != (k, k):
+        raise ValueError(f"cm must have shape ({k}, {k}) to match class_names, got {counts.shape}")
+    if normalize:
+        totals = counts.sum(axis=1, keepdims=True).astype(np.float64)
+        values = np.zeros(counts.shape)
+        np.divide(counts, totals, out=values, where=totals > 0)
+    else:
+        values = counts.astype(np.float64)
+    size = max(4.5, 0.55 * k + 2.0)
+    fig = _new_figure((size + 0.8, size))
+    ax = fig.add_subplot()
+    image = ax.imshow(values, cmap="Blues", vmin=0.0, vmax=max(float(values.max()), 1e-12))
+    fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of row" if normalize else "count")
+    threshold = values.max() / 2
+    fontsize = 8 if k <= 10 else 6
+    for i in range(k):
+        for j in range(k):
+            text = f"{values[i, j]:.2f}" if normalize else f"{int(counts[i, j])}"
+            color = "white" if values[i, j] > threshold else "black"
+            ax.text(j, i, text, ha="center", va="center", color=color, fontsize=fontsize)
+    names = [str(c) for c in class_names]
+    long_names = max(len(c) for c in names) > 3
+    ax.set_xticks(
+        range(k), names, rotation=45 if long_names else 0, ha="right" if long_names else "center"
+    )
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def probability_bars(
+    images: ArrayLike,
+    proba: ArrayLike,
+    labels: ArrayLike,
+    class_names: Sequence[str],
+    ncols: int = 2,
+    title: str | None = None,
+) -> Figure:
+    """Each image beside a horizontal bar chart of the probabilities the model gave it.
+
+    ``images`` is ``(N, 28, 28)`` or ``(N, 784)``, ``proba`` ``(N, K)`` with rows summing to 1,
+    ``labels`` the ``(N,)`` true classes, ``class_names`` ``K`` names.  The true class's bar is
+    green; if the most probable class is wrong, its bar is red.  ``ncols`` image/bar pairs per
+    row.  Returns the figure, with ``2 * N`` axes.
+    """
+    imgs = _as_images(images)
+    p = np.asarray(proba, dtype=np.float64)
+    y = np.asarray(labels)
+    n, k = len(imgs), len(class_names)
+    if n == 0:
+        raise ValueError("probability_bars needs at least one image")
+    if p.shape != (n, k):
+        raise ValueError(f"proba must have shape ({n}, {k}), got {p.shape}")
+    if y.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},), got {y.shape}")
+    ncols = max(1, min(int(ncols), n))
+    nrows = math.ceil(n / ncols)
+    row_h = max(1.5, 0.17 * k + 0.3)
+    top = 0.35 if title else 0.0
+    label_w = 0.07 * max(len(str(c)) for c in class_names)
+    fig = _new_figure((ncols * (4.0 + label_w), nrows * row_h + top))
+    grid = fig.add_gridspec(nrows, 2 * ncols, width_ratios=[1.0, 1.6 + label_w] * ncols)
+    vmin, vmax = _value_range(imgs)
+    names = [str(c) for c in class_names]
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        true, pred = int(y[i]), int(np.argmax(p[i]))
+        ax_img = fig.add_subplot(grid[r, 2 * c])
+        ax_img.imshow(imgs[i], cmap=DIGIT_CMAP, vmin=vmin, vmax=vmax)
+        _bare(ax_img)
+        wrong = pred != true
+        ax_img.set_title(
+            f"true: {names[true]}", fontsize=9, color=MISTAKE_COLOR if wrong else "black"
+        )
+        if wrong:
+            _frame(ax_img, MISTAKE_COLOR)
+        ax_bar = fig.add_subplot(grid[r, 2 * c + 1])
+        colors = ["#b0b0b0"] * k
+        colors[true] = CORRECT_COLOR
+        if wrong:
+            colors[pred] = MISTAKE_COLOR
+        ax_bar.barh(np.arange(k), p[i], color=colors, height=0.75)
+        ax_bar.set_yticks(np.arange(k), names, fontsize=7)
+        ax_bar.invert_yaxis()
+        ax_bar.set_xlim(0, 1)
+        ax_bar.set_xticks([0, 0.5, 1], ["0", "0.5", "1"], fontsize=7)
+        ax_bar.spines[["top", "right"]].set_visible(False)
+        ax_bar.set_title(
+            f"predicted: {names[pred]} ({p[i, pred]:.0%})",
+            fontsize=8,
+            color=MISTAKE_COLOR if wrong else "black",
+        )
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# --------------------------------------------------------------------------- text helpers
+
+
+def hexdump(data: bytes | bytearray | memoryview, width: int = 16, offset: int = 0) -> str:
+    """Format bytes for display like ``hexdump -C``: offset, hex bytes, printable characters.
+
+    This is a display helper, not a plot: it returns text.  Each line shows ``width`` bytes:
+    the position of its first byte (``offset`` is the position of ``data[0]`` in the file) as
+    8 hex digits, the bytes in hex (an extra space after every 8), and the same bytes as ASCII
+    between ``|`` bars, ``.`` for non-printable ones.  The last line is padded so the columns
+    line up.  Returns the lines joined by newlines, without a final newline (``""`` for no
+    data)::
+
+        >>> print(hexdump(b"\\x00\\x00\\x08\\x03IDX!", width=8))
+        00000000  00 00 08 03 49 44 58 21  |....IDX!|
+    """
+    raw = bytes(data)
+    if width < 1:
+        raise ValueError(f"width must be at least 1, got {width}")
+    if offset < 0:
+        raise ValueError(f"offset must be non-negative, got {offset}")
+
+    def hex_part(chunk: bytes) -> str:
+        cells = [f"{b:02X}" for b in chunk] + ["  "] * (width - len(chunk))
+        groups = [" ".join(cells[i : i + 8]) for i in range(0, width, 8)]
+        return "  ".join(groups)
+
+    lines = []
+    for start in range(0, len(raw), width):
+        chunk = raw[start : start + width]
+        text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in chunk)
+        lines.append(f"{offset + start:08X}  {hex_part(chunk)}  |{text}|")
+    return "\n".join(lines)

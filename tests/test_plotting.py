@@ -1,0 +1,258 @@
+"""Tests for mnistnn.plotting: every helper draws the expected axes on tiny synthetic data."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from collections.abc import Iterator  # noqa: E402
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from mnistnn import plotting  # noqa: E402
+
+NAMES = ("zero", "one", "two")
+RNG = np.random.default_rng(0)
+IMAGES = RNG.integers(0, 256, (12, 28, 28), dtype=np.uint8)
+LABELS = np.array([0, 1, 2] * 4)
+
+
+@pytest.fixture
+def figures() -> Iterator[list[Figure]]:
+    """Collect the figures a test makes and close them afterwards."""
+    made: list[Figure] = []
+    yield made
+    for fig in made:
+        plt.close(fig)
+
+
+def n_images(fig: Figure) -> int:
+    return sum(len(ax.images) for ax in fig.axes)
+
+
+def render(fig: Figure) -> None:
+    """Draw the figure once, so layout or text problems raise here."""
+    fig.canvas.draw()
+
+
+def test_figures_are_handed_over_not_kept_open() -> None:
+    # closed in pyplot at once: shown once in Jupyter, nothing piles up in loops
+    plt.close("all")
+    fig = plotting.image_grid(IMAGES[:2])
+    assert plt.get_fignums() == []
+    render(fig)  # still drawable and savable
+
+
+def test_image_grid(figures: list[Figure]) -> None:
+    fig = plotting.image_grid(IMAGES[:7], LABELS[:7], NAMES, ncols=3, title="seven")
+    figures.append(fig)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 7 and n_images(fig) == 7  # the two empty grid cells are removed
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["zero", "one", "two"]
+    assert fig.get_suptitle() == "seven"
+    assert fig.axes[0].images[0].cmap.name == "gray_r"
+    render(fig)
+
+
+def test_image_grid_accepts_flat_images_and_marks_mistakes(figures: list[Figure]) -> None:
+    predictions = np.array([0, 2, 2, 0])
+    fig = plotting.image_grid(
+        IMAGES[:4].reshape(4, 784), LABELS[:4], NAMES, predictions=predictions, scale=1.5
+    )
+    figures.append(fig)
+    assert len(fig.axes) == 4
+    wrong = fig.axes[1]
+    assert wrong.get_title() == "two\n(true: one)"
+    assert matplotlib.colors.to_hex(wrong.title.get_color()) == plotting.MISTAKE_COLOR
+    assert wrong.spines["left"].get_visible()
+    assert not fig.axes[0].spines["left"].get_visible()
+    assert fig.axes[0].images[0].get_array().shape == (28, 28)
+    render(fig)
+
+
+def test_image_grid_without_labels_and_float_images(figures: list[Figure]) -> None:
+    fig = plotting.image_grid(IMAGES[:3] / 255.0)
+    figures.append(fig)
+    assert len(fig.axes) == 3 and all(ax.get_title() == "" for ax in fig.axes)
+
+
+def test_image_grid_rejects_bad_shapes() -> None:
+    with pytest.raises(ValueError, match="square number of pixels"):
+        plotting.image_grid(np.zeros((2, 10)))
+    with pytest.raises(ValueError, match=r"labels must have shape \(2,\)"):
+        plotting.image_grid(IMAGES[:2], labels=[0, 1, 2])
+
+
+def test_samples_per_class(figures: list[Figure]) -> None:
+    fig = plotting.samples_per_class(IMAGES, LABELS, NAMES, per_class=3, seed=1)
+    figures.append(fig)
+    assert len(fig.axes) == 9 and n_images(fig) == 9
+    row_names = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+    assert row_names == list(NAMES)
+    # the same seed shows the same examples
+    again = plotting.samples_per_class(IMAGES, LABELS, NAMES, per_class=3, seed=1)
+    figures.append(again)
+    for a, b in zip(fig.axes, again.axes, strict=True):
+        np.testing.assert_array_equal(a.images[0].get_array(), b.images[0].get_array())
+    render(fig)
+
+
+def test_samples_per_class_with_few_examples(figures: list[Figure]) -> None:
+    fig = plotting.samples_per_class(IMAGES, LABELS, NAMES, per_class=6)  # only 4 per class
+    figures.append(fig)
+    assert len(fig.axes) == 12
+
+
+def test_class_balance(figures: list[Figure]) -> None:
+    fig = plotting.class_balance(LABELS, LABELS[:5], NAMES, "balance")
+    figures.append(fig)
+    assert len(fig.axes) == 1
+    ax = fig.axes[0]
+    heights = [patch.get_height() for patch in ax.patches]
+    assert heights == [4, 4, 4, 2, 2, 1]  # train bars, then test bars
+    counts = [text.get_text() for text in ax.texts]
+    assert counts == ["4", "4", "4", "2", "2", "1"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(NAMES)
+    assert ax.get_title() == "balance"
+    render(fig)
+
+
+def test_class_balance_train_only(figures: list[Figure]) -> None:
+    fig = plotting.class_balance(LABELS, None, NAMES)
+    figures.append(fig)
+    assert len(fig.axes[0].patches) == 3
+    with pytest.raises(ValueError, match="must lie in 0..1"):
+        plotting.class_balance(LABELS, None, NAMES[:2])
+
+
+def test_pixel_histogram(figures: list[Figure]) -> None:
+    zeros = np.zeros((2, 28, 28), dtype=np.uint8)
+    fig = plotting.pixel_histogram({"random": IMAGES, "blank": zeros}, title="pixels")
+    figures.append(fig)
+    assert len(fig.axes) == 1
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log"
+    assert len(ax.patches) == 2  # one stairs line per dataset
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert legend[1] == "blank (100% zeros)"
+    render(fig)
+
+
+def test_pixel_histogram_float_data(figures: list[Figure]) -> None:
+    fig = plotting.pixel_histogram({"scaled": IMAGES / 255.0}, bins=8)
+    figures.append(fig)
+    assert len(fig.axes[0].patches) == 1
+
+
+def test_class_means(figures: list[Figure]) -> None:
+    images = np.zeros((4, 28, 28), dtype=np.uint8)
+    images[1] = images[3] = 200
+    fig = plotting.class_means(images, np.array([0, 1, 0, 1]), ("a", "b"), title="means")
+    figures.append(fig)
+    assert len(fig.axes) == 2 and n_images(fig) == 2
+    assert [ax.get_title() for ax in fig.axes] == ["a", "b"]
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(), 0.0)
+    np.testing.assert_allclose(fig.axes[1].images[0].get_array(), 200.0)
+    render(fig)
+
+
+def test_class_means_into_subfigures(figures: list[Figure]) -> None:
+    fig = Figure()
+    figures.append(fig)
+    top, bottom = fig.subfigures(2, 1)
+    assert plotting.class_means(IMAGES, LABELS, NAMES, fig=top) is fig
+    assert plotting.class_means(IMAGES, LABELS, NAMES, ncols=2, fig=bottom) is fig
+    assert n_images(fig) == 6
+
+
+def test_learning_curves(figures: list[Figure]) -> None:
+    history = {
+        "iteration": [0, 10, 20],
+        "loss": [2.3, 1.0, 0.5],
+        "train_accuracy": [0.1, 0.6, 0.8],
+        "val_accuracy": [0.1, 0.5, 0.7],
+    }
+    other = {"epoch": np.arange(3), "loss": np.array([2.0, 1.5, 1.0])}
+    fig = plotting.learning_curves({"a": history, "b": other})
+    figures.append(fig)
+    loss_ax, acc_ax = fig.axes
+    assert len(loss_ax.lines) == 2 and len(acc_ax.lines) == 2  # run b has no accuracy
+    assert [line.get_label() for line in acc_ax.lines] == ["a (train)", "a (val)"]
+    assert acc_ax.lines[1].get_linestyle() == "--"
+    assert loss_ax.get_xlabel() == "epoch / iteration"
+    np.testing.assert_array_equal(loss_ax.lines[0].get_xdata(), [0, 10, 20])
+    render(fig)
+
+
+def test_learning_curves_single_run_and_errors(figures: list[Figure]) -> None:
+    fig = plotting.learning_curves({"run": {"epoch": [1, 2], "loss": [1.0, 0.5]}}, ["loss"])
+    figures.append(fig)
+    assert len(fig.axes) == 1 and fig.axes[0].lines[0].get_label() == "train"
+    with pytest.raises(ValueError, match="no history has 'accuracy' values"):
+        plotting.learning_curves({"run": {"loss": [1.0]}}, ["accuracy"])
+    with pytest.raises(ValueError, match="'loss' has 3 values but 'epoch' has 2"):
+        plotting.learning_curves({"run": {"epoch": [1, 2], "loss": [1.0, 0.5, 0.2]}}, ["loss"])
+
+
+def test_confusion_matrix_plot(figures: list[Figure]) -> None:
+    cm = np.array([[5, 1, 0], [0, 4, 2], [1, 0, 3]])
+    fig = plotting.confusion_matrix_plot(cm, NAMES, title="cm")
+    figures.append(fig)
+    assert len(fig.axes) == 2  # the matrix and its colorbar
+    ax = fig.axes[0]
+    assert len(ax.images) == 1
+    assert [t.get_text() for t in ax.texts] == [str(v) for v in cm.ravel()]
+    assert ax.get_xlabel() == "predicted class" and ax.get_ylabel() == "true class"
+    render(fig)
+
+    fig = plotting.confusion_matrix_plot(cm, NAMES, normalize=True)
+    figures.append(fig)
+    assert fig.axes[0].texts[0].get_text() == "0.83"  # 5 / 6
+    with pytest.raises(ValueError, match=r"cm must have shape \(2, 2\)"):
+        plotting.confusion_matrix_plot(cm, NAMES[:2])
+
+
+def test_probability_bars(figures: list[Figure]) -> None:
+    proba = np.array([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8]])
+    fig = plotting.probability_bars(IMAGES[:3], proba, np.array([0, 1, 2]), NAMES, ncols=2)
+    figures.append(fig)
+    assert len(fig.axes) == 6 and n_images(fig) == 3
+    bars = fig.axes[3]  # the second sample: true "one", predicted "zero"
+    assert len(bars.patches) == 3
+    colors = [matplotlib.colors.to_hex(p.get_facecolor()) for p in bars.patches]
+    assert colors[0] == plotting.MISTAKE_COLOR and colors[1] == plotting.CORRECT_COLOR
+    assert fig.axes[2].get_title() == "true: one"
+    assert [t.get_text() for t in bars.get_yticklabels()] == list(NAMES)
+    render(fig)
+
+
+def test_weight_images(figures: list[Figure]) -> None:
+    W = np.linspace(-2.0, 1.0, 7 * 784).reshape(7, 784)
+    fig = plotting.weight_images(W, ncols=4, title="weights")
+    figures.append(fig)
+    assert n_images(fig) == 7
+    assert len(fig.axes) == 8  # seven units and the shared colorbar
+    image = fig.axes[0].images[0]
+    assert image.cmap.name == plotting.WEIGHT_CMAP
+    assert image.get_clim() == (-2.0, 2.0)  # symmetric around 0
+    assert all(ax.images[0].get_clim() == (-2.0, 2.0) for ax in fig.axes[:7])
+    render(fig)
+    with pytest.raises(ValueError, match="pass W.T"):
+        plotting.weight_images(W.T)
+
+
+def test_hexdump_exact() -> None:
+    data = bytes([0x00, 0x00, 0x08, 0x03]) + b"\x00\x00\xea\x60" + b"MNIST!\x7f\n" + b"ab"
+    assert plotting.hexdump(data) == (
+        "00000000  00 00 08 03 00 00 EA 60  4D 4E 49 53 54 21 7F 0A  |.......`MNIST!..|\n"
+        "00000010  61 62                                             |ab|"
+    )
+    lines = plotting.hexdump(b"\x01\x02\x03", width=2, offset=0x20).split("\n")
+    assert lines == ["00000020  01 02  |..|", "00000022  03     |.|"]
+    assert plotting.hexdump(b"") == ""
+    with pytest.raises(ValueError, match="width must be at least 1"):
+        plotting.hexdump(b"x", width=0)
