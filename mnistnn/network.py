@@ -213,22 +213,31 @@ class NNetworkExtended:
         """Work space for the activations of ``m`` samples."""
         return np.empty(m * int(self._sizes[1:].sum()), dtype=self.dtype)
 
+    def _inputs(self, X: np.ndarray) -> tuple[np.ndarray, tuple | None]:
+        """``(X, pixels)`` for the kernels: the nonzero pixels are listed once, for wide first
+        layers only (:func:`mnistnn.kernels.uses_sparse_pixels`)."""
+        wide = kernels.uses_sparse_pixels(self._sizes)
+        return X, kernels.sparse_pixels(X) if wide else None
+
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (softmax outputs), shape ``(N, nodes_out)``."""
         X = self._check_X(X)
+        data = self._inputs(X)
         out = np.empty((X.shape[0], self.nodes_out), dtype=self.dtype)
         buf = self._buffer(min(PREDICT_CHUNK, X.shape[0]))
         for start in range(0, X.shape[0], PREDICT_CHUNK):
             rows = np.arange(start, min(X.shape[0], start + PREDICT_CHUNK))
-            out[rows] = kernels.predict_proba(self._theta, self._offsets, self._sizes, X, rows, buf)
+            out[rows] = kernels.predict_proba(
+                self._theta, self._offsets, self._sizes, *data, rows, buf
+            )
         return out
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted class of each image, shape ``(N,)``, int64."""
         return np.argmax(self.predict_proba(X), axis=1)
 
-    def _evaluate(self, X: np.ndarray, y: np.ndarray, rows: np.ndarray) -> tuple[float, float]:
-        """Mean cross-entropy and accuracy on ``X[rows]`` (validated inputs), in chunks."""
+    def _evaluate(self, data: tuple, y: np.ndarray, rows: np.ndarray) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy on images ``rows`` of ``data``, in chunks."""
         total_loss, hits = 0.0, 0.0
         buf = self._buffer(min(PREDICT_CHUNK, rows.shape[0]))
         losses = np.empty(min(PREDICT_CHUNK, rows.shape[0]), dtype=self.dtype)
@@ -237,7 +246,15 @@ class NNetworkExtended:
             chunk = rows[start : start + PREDICT_CHUNK]
             m = chunk.shape[0]
             loss, acc = kernels.evaluate(
-                self._theta, self._offsets, self._sizes, X, y, chunk, buf, losses[:m], correct[:m]
+                self._theta,
+                self._offsets,
+                self._sizes,
+                *data,
+                y,
+                chunk,
+                buf,
+                losses[:m],
+                correct[:m],
             )
             total_loss += loss * m
             hits += acc * m
@@ -246,12 +263,12 @@ class NNetworkExtended:
     def score(self, X: Any, y: Any) -> float:
         """Accuracy: the fraction of images whose predicted class equals ``y``."""
         X, y = self._check_Xy(X, y)
-        return self._evaluate(X, y, np.arange(X.shape[0]))[1]
+        return self._evaluate(self._inputs(X), y, np.arange(X.shape[0]))[1]
 
     def loss(self, X: Any, y: Any) -> float:
         """Mean cross-entropy ``-mean(log p[y])`` over the batch."""
         X, y = self._check_Xy(X, y)
-        return self._evaluate(X, y, np.arange(X.shape[0]))[0]
+        return self._evaluate(self._inputs(X), y, np.arange(X.shape[0]))[0]
 
     def gradients(self, X: Any, y: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Gradients of :meth:`loss` on the batch ``(X, y)``: ``(weight_grads, bias_grads)``,
@@ -265,7 +282,7 @@ class NNetworkExtended:
             self._theta,
             self._offsets,
             self._sizes,
-            X,
+            *self._inputs(X),
             y,
             rows,
             self._buffer(X.shape[0]),
@@ -298,10 +315,11 @@ class NNetworkExtended:
         if train_rows.shape[0] == 0:
             raise ValueError("validation_fraction leaves no training data")
         started = time.perf_counter()
+        data = self._inputs(X)
         if self.batch_size is None:
-            self._fit_full_batch(X, y, train_rows, val_rows)
+            self._fit_full_batch(data, y, train_rows, val_rows)
         else:
-            self._fit_mini_batch(X, y, train_rows, val_rows)
+            self._fit_mini_batch(data, y, train_rows, val_rows)
         self.training_info = {
             "samples": int(train_rows.shape[0]),
             "seconds": round(time.perf_counter() - started, 3),
@@ -310,22 +328,23 @@ class NNetworkExtended:
         }
         return self
 
-    def _record(self, step: str, value: int, loss: float, acc: float, X, y, val_rows) -> None:
+    def _record(self, step: str, value: int, loss: float, acc: float, data, y, val_rows) -> None:
         """Append one row to the history (plus validation scores if there is a split)."""
         for key, v in ((step, value), ("loss", loss), ("train_accuracy", acc)):
             self.history.setdefault(key, []).append(v)
         if val_rows.shape[0]:
-            val_loss, val_acc = self._evaluate(X, y, val_rows)
+            val_loss, val_acc = self._evaluate(data, y, val_rows)
             self.history.setdefault("val_loss", []).append(val_loss)
             self.history.setdefault("val_accuracy", []).append(val_acc)
 
     def _diverged(self, where: str, loss: float) -> TrainingDivergedError:
         return TrainingDivergedError(
-            f"training diverged at {where}: the loss is {loss}. The parameters are those of the "
-            f"last finite step; try a smaller learning rate (alpha={self.alpha})."
+            f"training diverged at {where}: the loss ({loss:.4g}) or the updated parameters are "
+            f"not finite. The parameters are kept from the last good step; try a smaller "
+            f"learning rate (alpha={self.alpha})."
         )
 
-    def _fit_full_batch(self, X, y, rows, val_rows) -> None:
+    def _fit_full_batch(self, data, y, rows, val_rows) -> None:
         """The write-up's training: every iteration uses every training image."""
         m = rows.shape[0]
         buf, grad = self._buffer(m), np.empty_like(self._theta)
@@ -336,11 +355,11 @@ class NNetworkExtended:
         refresh = max(1, self.maxiterations // 100)
         with tqdm(total=self.maxiterations, desc="training", disable=not self._show()) as bar:
             for it in range(start + 1, start + self.maxiterations + 1):
-                loss, acc = kernels.full_batch_step(
+                loss, acc, updated = kernels.full_batch_step(
                     self._theta,
                     self._offsets,
                     self._sizes,
-                    X,
+                    *data,
                     y,
                     rows,
                     buf,
@@ -352,14 +371,14 @@ class NNetworkExtended:
                     correct,
                     threads,
                 )
-                if not math.isfinite(loss):
+                if not updated:
                     raise self._diverged(f"iteration {it}", loss)
-                self._record("iteration", it, loss, acc, X, y, val_rows)
+                self._record("iteration", it, loss, acc, data, y, val_rows)
                 if it % refresh == 0 or it == start + self.maxiterations:
                     bar.set_postfix(loss=f"{loss:.4f}", accuracy=f"{acc:.4f}", refresh=False)
                     bar.update(it - bar.n - start)
 
-    def _fit_mini_batch(self, X, y, rows, val_rows) -> None:
+    def _fit_mini_batch(self, data, y, rows, val_rows) -> None:
         """Mini-batch SGD: each epoch reshuffles the training rows with the seeded generator."""
         bs = self.batch_size
         buf, grad = self._buffer(bs), np.empty_like(self._theta)
@@ -376,7 +395,7 @@ class NNetworkExtended:
                     self._theta,
                     self._offsets,
                     self._sizes,
-                    X,
+                    *data,
                     y,
                     order,
                     bs,
@@ -391,7 +410,7 @@ class NNetworkExtended:
                 )
                 if done < -(-order.shape[0] // bs):
                     raise self._diverged(f"epoch {epoch}, batch {done + 1}", loss)
-                self._record("epoch", epoch, loss, acc, X, y, val_rows)
+                self._record("epoch", epoch, loss, acc, data, y, val_rows)
                 bar.set_postfix(loss=f"{loss:.4f}", accuracy=f"{acc:.4f}", refresh=False)
                 bar.update(1)
 

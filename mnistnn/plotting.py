@@ -2,7 +2,8 @@
 
 Every plotting function takes numpy arrays, draws one figure and returns it; none of them
 trains anything or reads files.  They share one look: digits in ``gray_r`` (ink dark on white
-paper, as the digits were written), titles with class names, mistakes in red.
+paper, as the digits were written) with every pixel drawn as a solid square, titles with
+class names, mistakes in red.
 
 Each figure is created through ``matplotlib.pyplot`` (so Jupyter knows how to draw it) and
 then closed at once, i.e. handed to the caller and removed from pyplot's list of open figures:
@@ -31,7 +32,9 @@ from matplotlib.figure import Figure, SubFigure
 from numpy.typing import ArrayLike
 
 __all__ = [
+    "CORRECT_COLOR",
     "DIGIT_CMAP",
+    "INTERPOLATION",
     "MISTAKE_COLOR",
     "WEIGHT_CMAP",
     "class_balance",
@@ -50,6 +53,8 @@ DIGIT_CMAP = "gray_r"
 """Colormap of all digit images: 0 is white paper, 255 is black ink."""
 WEIGHT_CMAP = "RdBu_r"
 """Diverging colormap of weights: negative blue, zero white, positive red."""
+INTERPOLATION = "nearest"
+"""How images are resampled for display: each pixel a solid square, no smoothing."""
 MISTAKE_COLOR = "#c62828"
 """Color of wrong predictions."""
 CORRECT_COLOR = "#2e7d32"
@@ -167,7 +172,7 @@ def image_grid(
         if i >= n:
             ax.remove()
             continue
-        ax.imshow(imgs[i], cmap=DIGIT_CMAP, vmin=vmin, vmax=vmax)
+        ax.imshow(imgs[i], cmap=DIGIT_CMAP, vmin=vmin, vmax=vmax, interpolation=INTERPOLATION)
         _bare(ax)
         if pred is None:
             if true is not None:
@@ -198,36 +203,34 @@ def samples_per_class(
     ``images`` is ``(N, 28, 28)`` or ``(N, 784)``, ``labels`` ``(N,)`` indices into
     ``class_names`` (``K`` names).  ``per_class`` examples per row are drawn without
     replacement with ``numpy.random.default_rng(seed)``, so the same seed shows the same
-    examples.  Returns the figure, with one axes per shown image (``K * per_class`` when every
-    class has enough examples).
+    examples (a class with fewer examples leaves the rest of its row blank).  The examples are
+    tiled into one mosaic image with thin white gaps, which draws much faster than one axes per
+    image.  Returns the figure, with one axes.
     """
     imgs = _as_images(images)
     y = np.asarray(labels)
     if y.shape != (len(imgs),):
         raise ValueError(f"labels must have shape ({len(imgs)},), got {y.shape}")
-    k = len(class_names)
+    k, per_class = len(class_names), max(1, int(per_class))
     _count_labels(y, k, "labels")
     rng = np.random.default_rng(seed)
-    side = 0.62
-    label_w = 0.12 * max(len(str(c)) for c in class_names) + 0.2
-    top = 0.35 if title else 0.0
-    fig = _new_figure((label_w + per_class * side, k * side + top))
-    fig.get_layout_engine().set(w_pad=0.01, h_pad=0.01, wspace=0.02, hspace=0.02)
-    axes = fig.subplots(k, per_class, squeeze=False)
     vmin, vmax = _value_range(imgs)
+    h, w, gap = imgs.shape[1], imgs.shape[2], max(1, imgs.shape[1] // 14)
+    mosaic = np.full((k * (h + gap) - gap, per_class * (w + gap) - gap), vmin)
     for c in range(k):
         members = np.flatnonzero(y == c)
         chosen = rng.choice(members, size=min(per_class, len(members)), replace=False)
-        for j, ax in enumerate(axes[c]):
-            if j >= len(chosen):
-                ax.remove()
-                continue
-            ax.imshow(imgs[chosen[j]], cmap=DIGIT_CMAP, vmin=vmin, vmax=vmax)
-            _bare(ax)
-        if len(chosen):
-            axes[c, 0].set_ylabel(
-                str(class_names[c]), rotation=0, ha="right", va="center", fontsize=10
-            )
+        for j, index in enumerate(chosen):
+            top, left = c * (h + gap), j * (w + gap)
+            mosaic[top : top + h, left : left + w] = imgs[index]
+    side = 0.62
+    label_w = 0.09 * max(len(str(c)) for c in class_names) + 0.3
+    fig = _new_figure((label_w + per_class * side, k * side + (0.35 if title else 0.0)))
+    ax = fig.add_subplot()
+    ax.imshow(mosaic, cmap=DIGIT_CMAP, vmin=vmin, vmax=vmax, interpolation=INTERPOLATION)
+    _bare(ax)
+    ax.set_yticks(np.arange(k) * (h + gap) + (h - 1) / 2, [str(c) for c in class_names])
+    ax.tick_params(axis="y", length=0, labelsize=10)
     if title:
         fig.suptitle(title, fontsize=12)
     return fig
@@ -245,9 +248,9 @@ def class_means(
 
     ``images`` is ``(N, 28, 28)`` or ``(N, 784)``, ``labels`` ``(N,)`` indices into
     ``class_names`` (``K`` names).  The ``K`` means are drawn in ``gray_r`` on one shared scale
-    (0 to the darkest mean pixel), ``ncols`` per row (default: all in one row).  Pass a
-    ``fig`` (e.g. one of ``Figure.subfigures``) to draw into it.  Returns the (root) figure,
-    with ``K`` axes added.
+    (0, or the lowest mean if negative, to the darkest mean pixel), ``ncols`` per row (default:
+    all in one row).  Pass a ``fig`` (e.g. one of ``Figure.subfigures``) to draw into it.
+    Returns the (root) figure, with ``K`` axes added.
     """
     imgs = _as_images(images)
     y = np.asarray(labels)
@@ -255,22 +258,29 @@ def class_means(
         raise ValueError(f"labels must have shape ({len(imgs)},), got {y.shape}")
     k = len(class_names)
     counts = _count_labels(y, k, "labels")
-    sums = np.zeros((k, imgs.shape[1] * imgs.shape[2]))
-    np.add.at(sums, y.astype(np.int64), imgs.reshape(len(imgs), -1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = (sums / counts[:, None]).reshape(k, imgs.shape[1], imgs.shape[2])
+    means = np.full((k, imgs.shape[1], imgs.shape[2]), np.nan)
+    for c in np.flatnonzero(counts):
+        means[c] = imgs[y == c].mean(axis=0, dtype=np.float64)
     ncols = k if ncols is None else max(1, min(int(ncols), k))
     nrows = math.ceil(k / ncols)
     if fig is None:
         top = 0.3 if title else 0.0
         fig = _new_figure((1.15 * ncols, 1.35 * nrows + top))
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    vmax = float(np.nanmax(means)) if np.isfinite(means).any() else 1.0
+    finite = np.isfinite(means).any()
+    vmin = min(0.0, float(np.nanmin(means))) if finite else 0.0
+    vmax = float(np.nanmax(means)) if finite else 1.0
     for c, ax in enumerate(axes):
         if c >= k:
             ax.remove()
             continue
-        ax.imshow(means[c], cmap=DIGIT_CMAP, vmin=0.0, vmax=vmax or 1.0)
+        ax.imshow(
+            means[c],
+            cmap=DIGIT_CMAP,
+            vmin=vmin,
+            vmax=max(vmax, vmin + 1e-12),
+            interpolation=INTERPOLATION,
+        )
         _bare(ax)
         ax.set_title(str(class_names[c]), fontsize=9)
     if title:
@@ -315,7 +325,13 @@ def weight_images(
         if u >= n:
             ax.remove()
             continue
-        image = ax.imshow(w[u].reshape(side, side), cmap=WEIGHT_CMAP, vmin=-limit, vmax=limit)
+        image = ax.imshow(
+            w[u].reshape(side, side),
+            cmap=WEIGHT_CMAP,
+            vmin=-limit,
+            vmax=limit,
+            interpolation=INTERPOLATION,
+        )
         _bare(ax)
         ax.set_title(unit_names[u] if unit_names is not None else f"unit {u}", fontsize=9)
     fig.colorbar(image, ax=[ax for ax in axes[:n]], shrink=0.8, label="weight")
@@ -400,7 +416,7 @@ def pixel_histogram(
         zeros = np.count_nonzero(a == 0) / a.size
         ax.stairs(counts / a.size, edges, label=f"{name} ({zeros:.0%} zeros)", linewidth=1.5)
     ax.set_yscale("log")
-    ax.set_xlabel("pixel value" + (" (0 = background, 255 = full ink)" if all_uint8 else ""))
+    ax.set_xlabel("pixel value" + (" (0 = background)" if all_uint8 else ""))
     ax.set_ylabel("fraction of pixels")
     ax.set_xlim(edges[0], edges[-1])
     ax.spines[["top", "right"]].set_visible(False)
@@ -507,7 +523,13 @@ def confusion_matrix_plot(
     size = max(4.5, 0.55 * k + 2.0)
     fig = _new_figure((size + 0.8, size))
     ax = fig.add_subplot()
-    image = ax.imshow(values, cmap="Blues", vmin=0.0, vmax=max(float(values.max()), 1e-12))
+    image = ax.imshow(
+        values,
+        cmap="Blues",
+        vmin=0.0,
+        vmax=max(float(values.max()), 1e-12),
+        interpolation=INTERPOLATION,
+    )
     fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of row" if normalize else "count")
     threshold = values.max() / 2
     fontsize = 8 if k <= 10 else 6
@@ -567,7 +589,7 @@ def probability_bars(
         r, c = divmod(i, ncols)
         true, pred = int(y[i]), int(np.argmax(p[i]))
         ax_img = fig.add_subplot(grid[r, 2 * c])
-        ax_img.imshow(imgs[i], cmap=DIGIT_CMAP, vmin=vmin, vmax=vmax)
+        ax_img.imshow(imgs[i], cmap=DIGIT_CMAP, vmin=vmin, vmax=vmax, interpolation=INTERPOLATION)
         _bare(ax_img)
         wrong = pred != true
         ax_img.set_title(
@@ -629,3 +651,122 @@ def hexdump(data: bytes | bytearray | memoryview, width: int = 16, offset: int =
         text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in chunk)
         lines.append(f"{offset + start:08X}  {hex_part(chunk)}  |{text}|")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+def prediction_counts(
+    predictions: ArrayLike,
+    class_names: Sequence[str],
+    labels: ArrayLike | None = None,
+    title: str | None = None,
+) -> Figure:
+    """How often a model predicts each class: filled bars, beside how often each class is true.
+
+    ``predictions`` and ``labels`` are 1-D class indices into ``class_names`` (``K`` names);
+    ``labels`` may be None.  Each predicted count is annotated above its bar; the true counts
+    are drawn as dashed outlines over the bars, so a class the model favours pokes out of its
+    outline.  Returns the figure, with one axes (``K`` filled bars, then ``K`` outlines).
+    """
+    k = len(class_names)
+    predicted = _count_labels(predictions, k, "predictions")
+    fig = _new_figure((max(6.0, 0.8 * k + 1.5), 3.6))
+    ax = fig.add_subplot()
+    x = np.arange(k)
+    bars = ax.bar(x, predicted, 0.7, color="#4c72b0", label=f"predicted ({predicted.sum():,})")
+    ax.bar_label(bars, fontsize=7, padding=1)
+    highest = int(predicted.max(initial=0))
+    if labels is not None:
+        true = _count_labels(labels, k, "labels")
+        ax.bar(
+            x,
+            true,
+            0.7,
+            fill=False,
+            edgecolor="black",
+            linestyle="--",
+            linewidth=1.0,
+            label=f"true ({true.sum():,})",
+        )
+        highest = max(highest, int(true.max(initial=0)))
+    long_names = max(len(str(c)) for c in class_names) > 3
+    ax.set_xticks(
+        x,
+        [str(c) for c in class_names],
+        rotation=30 if long_names else 0,
+        ha="right" if long_names else "center",
+    )
+    ax.set_xlabel("class")
+    ax.set_ylabel("images")
+    ax.set_ylim(0, max(highest, 1) * 1.25)  # headroom for the counts and the legend
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(loc="upper right", fontsize=8, frameon=False)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+# --------------------------------------------------------------------------- functions and matrices
+
+
+def function_panels(
+    x: ArrayLike,
+    values_by_name: Mapping[str, ArrayLike],
+    xlabel: str = "z",
+    title: str | None = None,
+) -> Figure:
+    """Curves of functions, one panel each, side by side, with the axes lines through 0 drawn.
+
+    ``x`` is ``(n,)``; ``values_by_name`` maps a panel title, e.g. ``"ReLU(z)"``, to the
+    function's ``(n,)`` values at ``x``.  Returns the figure, with one axes per function.
+    """
+    xs = np.asarray(x, dtype=np.float64)
+    if xs.ndim != 1 or xs.size == 0:
+        raise ValueError(f"x must be a non-empty 1-D array, got shape {xs.shape}")
+    if not values_by_name:
+        raise ValueError("function_panels needs at least one function")
+    fig = _new_figure((3.6 * len(values_by_name) + 0.4, 2.8))
+    axes = fig.subplots(1, len(values_by_name), squeeze=False).ravel()
+    for ax, (name, values) in zip(axes, values_by_name.items(), strict=True):
+        ys = np.asarray(values, dtype=np.float64)
+        if ys.shape != xs.shape:
+            raise ValueError(f"{name!r} has shape {ys.shape}, x has shape {xs.shape}")
+        ax.axhline(0, color="gray", linewidth=0.6)
+        ax.axvline(0, color="gray", linewidth=0.6)
+        ax.plot(xs, ys, linewidth=2)
+        ax.set_xlabel(xlabel)
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def matrix_image(
+    matrix: ArrayLike,
+    xlabel: str,
+    ylabel: str,
+    title: str | None = None,
+    cmap: str = DIGIT_CMAP,
+    colorbar_label: str | None = None,
+) -> Figure:
+    """Show a 2-D array as an image, one solid cell per entry: its rows down, its columns across.
+
+    ``matrix`` is ``(rows, cols)``, e.g. the input matrix ``I`` ``(784, N)`` with one image per
+    column.  The cells are stretched to fill a landscape figure whatever the shape, and a
+    colorbar gives the scale.  Returns the figure: the matrix axes and the colorbar axes.
+    """
+    m = np.asarray(matrix)
+    if m.ndim != 2 or m.size == 0:
+        raise ValueError(f"matrix must be a non-empty 2-D array, got shape {m.shape}")
+    fig = _new_figure((8.0, 4.0))
+    ax = fig.add_subplot()
+    image = ax.imshow(m, cmap=cmap, aspect="auto", interpolation=INTERPOLATION)
+    fig.colorbar(image, ax=ax, shrink=0.8, label=colorbar_label or "")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    return fig

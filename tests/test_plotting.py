@@ -88,23 +88,34 @@ def test_image_grid_rejects_bad_shapes() -> None:
 
 
 def test_samples_per_class(figures: list[Figure]) -> None:
-    fig = plotting.samples_per_class(IMAGES, LABELS, NAMES, per_class=3, seed=1)
+    images = np.zeros((6, 28, 28), dtype=np.uint8)
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    images[labels == 1] = 255  # class "one" is all ink
+    fig = plotting.samples_per_class(images, labels, NAMES, per_class=2, seed=1, title="t")
     figures.append(fig)
-    assert len(fig.axes) == 9 and n_images(fig) == 9
-    row_names = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
-    assert row_names == list(NAMES)
-    # the same seed shows the same examples
-    again = plotting.samples_per_class(IMAGES, LABELS, NAMES, per_class=3, seed=1)
-    figures.append(again)
-    for a, b in zip(fig.axes, again.axes, strict=True):
-        np.testing.assert_array_equal(a.images[0].get_array(), b.images[0].get_array())
+    assert len(fig.axes) == 1 and n_images(fig) == 1
+    ax = fig.axes[0]
+    mosaic = ax.images[0].get_array()
+    assert mosaic.shape == (3 * 28 + 2 * 2, 2 * 28 + 2)  # 3 rows, 2 columns, 2-pixel gaps
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(NAMES)
+    np.testing.assert_array_equal(ax.get_yticks(), [13.5, 43.5, 73.5])  # row centers
+    assert (mosaic[30:58, 0:28] == 255).all() and (mosaic[30:58, 30:58] == 255).all()
+    assert (mosaic[0:28] == 0).all() and (mosaic[28:30] == 0).all()  # class "zero", a gap
+    assert ax.images[0].cmap.name == "gray_r" and fig.get_suptitle() == "t"
     render(fig)
 
 
-def test_samples_per_class_with_few_examples(figures: list[Figure]) -> None:
-    fig = plotting.samples_per_class(IMAGES, LABELS, NAMES, per_class=6)  # only 4 per class
-    figures.append(fig)
-    assert len(fig.axes) == 12
+def test_samples_per_class_seed_and_few_examples(figures: list[Figure]) -> None:
+    def mosaic(seed: int, per_class: int = 3) -> np.ndarray:
+        fig = plotting.samples_per_class(IMAGES, LABELS, NAMES, per_class=per_class, seed=seed)
+        figures.append(fig)
+        return np.asarray(fig.axes[0].images[0].get_array())
+
+    np.testing.assert_array_equal(mosaic(1), mosaic(1))  # same seed, same examples
+    assert not np.array_equal(mosaic(1), mosaic(2))
+    wide = mosaic(0, per_class=6)  # only 4 examples per class: the last two stay blank
+    assert wide.shape == (88, 6 * 30 - 2)
+    assert (wide[:, 4 * 30 :] == 0).all() and (wide[:, : 4 * 30 - 2] != 0).any()
 
 
 def test_class_balance(figures: list[Figure]) -> None:
@@ -256,3 +267,62 @@ def test_hexdump_exact() -> None:
     assert plotting.hexdump(b"") == ""
     with pytest.raises(ValueError, match="width must be at least 1"):
         plotting.hexdump(b"x", width=0)
+
+
+def test_prediction_counts(figures: list[Figure]) -> None:
+    predictions = np.array([2, 2, 2, 0, 2, 1])
+    fig = plotting.prediction_counts(predictions, NAMES, LABELS[:6], title="votes")
+    figures.append(fig)
+    assert len(fig.axes) == 1
+    ax = fig.axes[0]
+    heights = [patch.get_height() for patch in ax.patches]
+    assert heights == [1, 1, 4, 2, 2, 2]  # predicted bars, then the true outlines
+    assert [patch.get_fill() for patch in ax.patches] == [True] * 3 + [False] * 3
+    assert [text.get_text() for text in ax.texts] == ["1", "1", "4"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(NAMES)
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert legend == ["predicted (6)", "true (6)"]
+    assert ax.get_title() == "votes"
+    render(fig)
+
+
+def test_prediction_counts_without_labels_and_errors(figures: list[Figure]) -> None:
+    fig = plotting.prediction_counts(np.array([0, 0, 1]), NAMES)
+    figures.append(fig)
+    assert [patch.get_height() for patch in fig.axes[0].patches] == [2, 1, 0]
+    with pytest.raises(ValueError, match="predictions must lie in 0..1"):
+        plotting.prediction_counts(np.array([0, 2]), NAMES[:2])
+    with pytest.raises(ValueError, match="labels must be 1-D"):
+        plotting.prediction_counts(np.array([0, 1]), NAMES, labels=np.zeros((2, 2), int))
+
+
+def test_function_panels(figures: list[Figure]) -> None:
+    z = np.linspace(-2.0, 2.0, 5)
+    fig = plotting.function_panels(
+        z, {"ReLU(z)": np.maximum(z, 0), "step": (z > 0).astype(float)}, title="act"
+    )
+    figures.append(fig)
+    assert [ax.get_title() for ax in fig.axes] == ["ReLU(z)", "step"]
+    curve = fig.axes[0].lines[-1]  # after the two axis lines through 0
+    np.testing.assert_array_equal(curve.get_xdata(), z)
+    np.testing.assert_array_equal(curve.get_ydata(), [0, 0, 0, 1, 2])
+    assert fig.axes[1].get_xlabel() == "z" and fig.get_suptitle() == "act"
+    render(fig)
+    with pytest.raises(ValueError, match="'bad' has shape"):
+        plotting.function_panels(z, {"bad": z[:3]})
+    with pytest.raises(ValueError, match="at least one function"):
+        plotting.function_panels(z, {})
+
+
+def test_matrix_image(figures: list[Figure]) -> None:
+    matrix = np.arange(12.0).reshape(4, 3)
+    fig = plotting.matrix_image(matrix, "image", "pixel", title="I", colorbar_label="value")
+    figures.append(fig)
+    assert len(fig.axes) == 2  # the matrix and its colorbar
+    ax = fig.axes[0]
+    np.testing.assert_array_equal(ax.images[0].get_array(), matrix)
+    assert ax.images[0].cmap.name == plotting.DIGIT_CMAP
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == ("image", "pixel", "I")
+    render(fig)
+    with pytest.raises(ValueError, match="2-D"):
+        plotting.matrix_image(np.zeros(3), "x", "y")

@@ -1,0 +1,333 @@
+"""Tests of the kernels and the estimators on small synthetic data (no datasets needed).
+
+Gradients are checked twice: against a plain-NumPy float64 backpropagation written independently
+of the kernels, and against central finite differences of the loss.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from mnistnn import (
+    ModelFormatError,
+    NNetworkExtended,
+    NNetworkMinimal,
+    TrainingDivergedError,
+    kernels,
+)
+
+
+def make_data(n: int = 120, n_in: int = 64, n_classes: int = 4, seed: int = 0):
+    """Sparse uint8 "images" whose class shifts a bright patch: learnable, ~70% zeros."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_classes, n)
+    X = np.zeros((n, n_in), np.uint8)
+    for i, label in enumerate(y):
+        start = label * (n_in // n_classes)
+        X[i, start : start + n_in // n_classes // 2] = rng.integers(
+            100, 256, n_in // n_classes // 2
+        )
+        noise = rng.random(n_in) < 0.1
+        X[i, noise] = rng.integers(1, 256, noise.sum())
+    return X, y
+
+
+def numpy_reference(net: NNetworkExtended, X: np.ndarray, y: np.ndarray):
+    """Loss and gradients of the mean cross-entropy, plain NumPy, float64, samples as columns."""
+    A0 = X.reshape(len(X), -1).T.astype(np.float64) / 255  # the write-up's I: (n_in, N)
+    N = A0.shape[1]
+    onehot = np.zeros((net.nodes_out, N))
+    onehot[y, np.arange(N)] = 1  # the write-up's L: (K, N)
+    Ws = [W.astype(np.float64) for W in net.weights]
+    bs = [b.astype(np.float64) for b in net.biases]
+    acts = [A0]
+    for layer, (W, b) in enumerate(zip(Ws, bs, strict=True)):
+        Z = W @ acts[-1] + b[:, None]
+        acts.append(np.maximum(Z, 0) if layer < len(Ws) - 1 else Z)
+    O = acts[-1]  # noqa: E741 (the write-up's name)
+    P = np.exp(O - O.max(axis=0))
+    P /= P.sum(axis=0)
+    loss = -np.mean(np.log(P[y, np.arange(N)]))
+    dZ = (P - onehot) / N
+    dWs, dbs = [], []
+    for layer in range(len(Ws) - 1, -1, -1):
+        dWs.insert(0, dZ @ acts[layer].T)
+        dbs.insert(0, dZ.sum(axis=1))
+        if layer:
+            dZ = (Ws[layer].T @ dZ) * (acts[layer] > 0)
+    return loss, dWs, dbs
+
+
+@pytest.mark.parametrize("hidden", [(10,), (16, 8), (12, 9, 7)])
+def test_gradients_match_numpy_reference(hidden):
+    X, y = make_data()
+    net = NNetworkExtended(nodes_in=64, hidden_layers=hidden, nodes_out=4, seed=1, dtype="float64")
+    loss, dWs, dbs = numpy_reference(net, X, y)
+    assert net.loss(X, y) == pytest.approx(loss, rel=1e-12)
+    gW, gb = net.gradients(X, y)
+    for mine, ref in zip(gW + gb, dWs + dbs, strict=True):
+        assert mine.shape == ref.shape
+        np.testing.assert_allclose(mine, ref, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("init", ["uniform", "he"])
+def test_gradients_match_finite_differences(init):
+    X, y = make_data(n=60)
+    net = NNetworkExtended(
+        nodes_in=64, hidden_layers=(8, 6), nodes_out=4, init=init, seed=2, dtype="float64"
+    )
+    gW, gb = net.gradients(X, y)
+    rng = np.random.default_rng(0)
+    eps = 1e-6
+    worst = 0.0
+    for param, grad in zip(net.weights + net.biases, gW + gb, strict=True):
+        flat, gflat = param.reshape(-1), grad.reshape(-1)
+        for p in rng.choice(flat.size, size=min(15, flat.size), replace=False):
+            saved = flat[p]
+            flat[p] = saved + eps
+            up = net.loss(X, y)
+            flat[p] = saved - eps
+            down = net.loss(X, y)
+            flat[p] = saved
+            numeric = (up - down) / (2 * eps)
+            worst = max(worst, abs(numeric - gflat[p]) / max(1e-8, abs(numeric) + abs(gflat[p])))
+    assert worst < 1e-6
+
+
+def test_float32_gradients_close_to_float64():
+    X, y = make_data()
+    g64 = NNetworkExtended(nodes_in=64, hidden_layers=(10,), nodes_out=4, seed=3, dtype="float64")
+    g32 = NNetworkExtended(nodes_in=64, hidden_layers=(10,), nodes_out=4, seed=3, dtype="float32")
+    np.testing.assert_array_equal(g32.weights[0], g64.weights[0].astype(np.float32))
+    for a, b in zip(g32.gradients(X, y)[0], g64.gradients(X, y)[0], strict=True):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
+
+
+def test_sparse_pixels_lists_every_nonzero_pixel():
+    X, _ = make_data(n=30)
+    indptr, indices, values = kernels.sparse_pixels(X)
+    for i in range(len(X)):
+        cols = np.flatnonzero(X[i])
+        np.testing.assert_array_equal(indices[indptr[i] : indptr[i + 1]], cols)
+        np.testing.assert_array_equal(values[indptr[i] : indptr[i + 1]], X[i, cols])
+    assert indptr[-1] == np.count_nonzero(X)
+
+
+def test_float_pixels_give_the_same_predictions_as_uint8():
+    X, _ = make_data()
+    net = NNetworkExtended(nodes_in=64, hidden_layers=(10,), nodes_out=4, seed=0)
+    np.testing.assert_array_equal(
+        net.predict_proba(X), net.predict_proba(X.astype(np.float64).reshape(-1, 8, 8))
+    )
+
+
+def test_softmax_is_stable_for_extreme_logits():
+    X = np.full((5, 64), 255, np.uint8)
+    y = np.arange(5) % 4
+    net = NNetworkExtended(nodes_in=64, hidden_layers=(4,), nodes_out=4, seed=0)
+    net.weights[0][...] = 50.0  # hidden activations ~ 3e3, logits ~ 1e5: naive exp overflows
+    net.weights[1][...] = np.arange(16).reshape(4, 4) * 10.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        P = net.predict_proba(X)
+        loss = net.loss(X, y)
+    assert np.all(np.isfinite(P)) and np.allclose(P.sum(axis=1), 1)
+    assert np.isfinite(loss) and loss > 1000  # confidently wrong on classes 0..2: a huge loss
+
+
+def test_divergence_stops_with_the_iteration_and_keeps_finite_weights():
+    X, y = make_data()
+    net = NNetworkMinimal(nodes_in=64, nodes_out=4, alpha=1e20, maxiterations=50, seed=0)
+    with pytest.raises(TrainingDivergedError, match=r"iteration \d+") as info:
+        net.fit(X, y)
+    assert "alpha" in str(info.value)
+    assert all(np.all(np.isfinite(W)) for W in net.weights)
+    mini = NNetworkExtended(
+        nodes_in=64, hidden_layers=(8,), nodes_out=4, alpha=1e20, batch_size=16, epochs=5, seed=0
+    )
+    with pytest.raises(TrainingDivergedError, match=r"epoch \d+, batch \d+"):
+        mini.fit(X, y)
+
+
+def test_training_learns_and_records_history():
+    X, y = make_data(n=400)
+    net = NNetworkMinimal(nodes_in=64, nodes_out=4, alpha=0.5, maxiterations=200, seed=0)
+    before = net.loss(X, y)
+    net.fit(X, y)
+    assert net.history["iteration"] == list(range(1, 201))
+    assert len(net.history["loss"]) == len(net.history["train_accuracy"]) == 200
+    assert net.history["loss"][-1] < before / 2
+    assert net.score(X, y) > 0.9
+    net.fit(X, y)  # continues from the current weights
+    assert net.history["iteration"][-1] == 400
+
+
+def test_mini_batch_with_validation_and_momentum():
+    X, y = make_data(n=400)
+    net = NNetworkExtended(
+        nodes_in=64,
+        hidden_layers=(16, 8),
+        nodes_out=4,
+        alpha=0.05,
+        batch_size=32,
+        epochs=6,
+        momentum=0.9,
+        init="he",
+        validation_fraction=0.25,
+        seed=0,
+    )
+    net.fit(X, y)
+    assert net.history["epoch"] == [1, 2, 3, 4, 5, 6]
+    assert len(net.history["val_accuracy"]) == 6
+    assert net.history["val_accuracy"][-1] > 0.9
+    assert net.training_info["samples"] == 300
+
+
+def test_same_seed_same_result_other_seed_other_result():
+    X, y = make_data()
+
+    def trained(seed):
+        net = NNetworkExtended(
+            nodes_in=64, hidden_layers=(8,), nodes_out=4, batch_size=16, epochs=2, seed=seed
+        )
+        return net.fit(X, y).weights[0]
+
+    np.testing.assert_array_equal(trained(5), trained(5))
+    assert not np.array_equal(trained(5), trained(6))
+
+
+DETERMINISM_SCRIPT = """
+import hashlib, numpy as np, numba
+from mnistnn import NNetworkExtended, NNetworkMinimal
+rng = np.random.default_rng(0)
+X = (rng.random((3000, 784)) < 0.2) * rng.integers(0, 256, (3000, 784))
+X = X.astype(np.uint8)
+y = rng.integers(0, 10, 3000)
+full = NNetworkMinimal(maxiterations=5, seed=0).fit(X, y)
+mini = NNetworkExtended(hidden_layers=(64, 32), batch_size=100, epochs=1, momentum=0.9,
+                        init="he", seed=0).fit(X, y)
+h = hashlib.sha256(full._theta.tobytes() + mini._theta.tobytes()).hexdigest()
+print(numba.get_num_threads(), h)
+"""
+
+
+def test_bit_identical_whatever_the_thread_count():
+    digests = {}
+    for threads in ("1", "2", "3"):
+        env = dict(os.environ, NUMBA_NUM_THREADS=threads, MNISTNN_PROGRESS="0")
+        out = subprocess.run(
+            [sys.executable, "-c", DETERMINISM_SCRIPT],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
+        ).stdout.split()
+        assert out[0] == threads
+        digests[threads] = out[1]
+    assert len(set(digests.values())) == 1, digests
+
+
+def test_fresh_network_is_at_chance_and_has_public_parameters():
+    net = NNetworkMinimal(seed=0)
+    assert net.layer_sizes == (784, 10, 10)
+    assert [W.shape for W in net.weights] == [(10, 784), (10, 10)]
+    assert [b.shape for b in net.biases] == [(10,), (10,)]
+    assert all(W.dtype == np.float32 for W in net.weights)
+    assert -0.5 <= net.weights[0].min() and net.weights[0].max() < 0.5
+    assert net.n_parameters == 784 * 10 + 10 + 10 * 10 + 10
+    rng = np.random.default_rng(1)
+    X = rng.integers(0, 256, (500, 28, 28)).astype(np.uint8)
+    y = rng.integers(0, 10, 500)
+    assert 0.0 <= net.score(X, y) < 0.3
+    P = net.predict_proba(X)
+    assert P.shape == (500, 10) and np.allclose(P.sum(axis=1), 1, atol=1e-5)
+    np.testing.assert_array_equal(net.predict(X), P.argmax(axis=1))
+    assert repr(net) == "NNetworkMinimal(seed=0)"
+    assert net.get_params()["nodes_hid"] == 10
+
+
+@pytest.mark.parametrize(
+    ("X", "y", "message"),
+    [
+        (np.zeros((0, 64), np.uint8), np.zeros(0, int), "non-empty"),
+        (np.zeros((5, 63), np.uint8), np.zeros(5, int), "64 pixels"),
+        (np.zeros(64, np.uint8), np.zeros(1, int), "non-empty array of images"),
+        (np.full((5, 64), np.nan), np.zeros(5, int), "NaN"),
+        (np.full((5, 64), 300.0), np.zeros(5, int), "0..255"),
+        (np.full((5, 64), -1), np.zeros(5, int), "0..255"),
+        (np.zeros((5, 64), np.uint8), np.zeros(4, int), "5 images but y has 4"),
+        (np.zeros((5, 64), np.uint8), np.full(5, 4), "labels must be in 0..3"),
+        (np.zeros((5, 64), np.uint8), np.full(5, -1), "labels must be in 0..3"),
+        (np.zeros((5, 64), np.uint8), np.zeros(5, float), "integer class labels"),
+        (np.zeros((5, 64), np.uint8), np.zeros((5, 1), int), "1-D"),
+        (np.array([["a"] * 64] * 5), np.zeros(5, int), "numbers"),
+    ],
+)
+def test_bad_inputs_are_refused_before_any_work(X, y, message):
+    net = NNetworkExtended(nodes_in=64, hidden_layers=(4,), nodes_out=4, seed=0)
+    before = net._theta.copy()
+    with pytest.raises(ValueError, match=message):
+        net.fit(X, y)
+    np.testing.assert_array_equal(net._theta, before)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"hidden_layers": ()},
+        {"hidden_layers": (0,)},
+        {"alpha": 0},
+        {"alpha": float("inf")},
+        {"batch_size": 0},
+        {"momentum": 1.0},
+        {"init": "glorot"},
+        {"dtype": "float16"},
+        {"validation_fraction": 1.0},
+        {"seed": "x"},
+        {"nodes_out": 1},
+    ],
+)
+def test_bad_constructor_arguments(kwargs):
+    with pytest.raises(ValueError):
+        NNetworkExtended(**kwargs)
+
+
+@pytest.mark.parametrize("cls", [NNetworkMinimal, NNetworkExtended])
+def test_save_load_round_trip_is_bit_identical(tmp_path, cls):
+    X, y = make_data()
+    kwargs = {"nodes_in": 64, "nodes_out": 4, "maxiterations": 20, "seed": 0}
+    net = cls(**kwargs).fit(X, y)
+    path = tmp_path / "model.npz"
+    net.save(path)
+    loaded = cls.load(path)
+    assert repr(loaded) == repr(net)
+    np.testing.assert_array_equal(loaded.predict_proba(X), net.predict_proba(X))
+    assert loaded.training_info["final_loss"] == net.training_info["final_loss"]
+    with np.load(path, allow_pickle=False) as plain:
+        np.testing.assert_array_equal(plain["W1"], net.weights[0])
+    other = NNetworkExtended if cls is NNetworkMinimal else NNetworkMinimal
+    with pytest.raises(ModelFormatError, match=f"load it with {cls.__name__}.load"):
+        other.load(path)
+
+
+def test_loading_a_corrupt_model_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "model.npz"
+    NNetworkMinimal(nodes_in=64, nodes_out=4, seed=0).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFormatError, match="model.npz"):
+        NNetworkMinimal.load(path)
+
+
+def test_kernels_cache_on_disk():
+    """The compiled kernels are cached (second kernel start is quick)."""
+    for fn in (kernels.full_batch_step, kernels.train_epoch, kernels.sparse_pixels):
+        assert fn._cache is not None and fn._cache.__class__.__name__ == "FunctionCache"
