@@ -344,32 +344,30 @@ class NNetworkExtended:
             f"learning rate (alpha={self.alpha})."
         )
 
+    def _workspace(self, m: int) -> tuple:
+        """The kernels' trailing arguments for batches of ``m`` images: work buffers, velocity,
+        learning rate, momentum, per-sample losses and hits, thread count."""
+        t = self._theta.dtype.type
+        return (
+            self._buffer(m),
+            np.empty_like(self._theta),
+            self._velocity,
+            t(self.alpha),
+            t(self.momentum),
+            np.empty(m, dtype=self.dtype),
+            np.empty(m, dtype=np.bool_),
+            numba.get_num_threads(),
+        )
+
     def _fit_full_batch(self, data, y, rows, val_rows) -> None:
         """The write-up's training: every iteration uses every training image."""
-        m = rows.shape[0]
-        buf, grad = self._buffer(m), np.empty_like(self._theta)
-        losses, correct = np.empty(m, dtype=self.dtype), np.empty(m, dtype=np.bool_)
-        alpha, momentum = self._theta.dtype.type(self.alpha), self._theta.dtype.type(self.momentum)
-        threads = numba.get_num_threads()
+        work = self._workspace(rows.shape[0])
         start = len(self.history.get("iteration", []))
         refresh = max(1, self.maxiterations // 100)
         with tqdm(total=self.maxiterations, desc="training", disable=not self._show()) as bar:
             for it in range(start + 1, start + self.maxiterations + 1):
                 loss, acc, updated = kernels.full_batch_step(
-                    self._theta,
-                    self._offsets,
-                    self._sizes,
-                    *data,
-                    y,
-                    rows,
-                    buf,
-                    grad,
-                    self._velocity,
-                    alpha,
-                    momentum,
-                    losses,
-                    correct,
-                    threads,
+                    self._theta, self._offsets, self._sizes, *data, y, rows, *work
                 )
                 if not updated:
                     raise self._diverged(f"iteration {it}", loss)
@@ -381,10 +379,7 @@ class NNetworkExtended:
     def _fit_mini_batch(self, data, y, rows, val_rows) -> None:
         """Mini-batch SGD: each epoch reshuffles the training rows with the seeded generator."""
         bs = self.batch_size
-        buf, grad = self._buffer(bs), np.empty_like(self._theta)
-        losses, correct = np.empty(bs, dtype=self.dtype), np.empty(bs, dtype=np.bool_)
-        alpha, momentum = self._theta.dtype.type(self.alpha), self._theta.dtype.type(self.momentum)
-        threads = numba.get_num_threads()
+        work = self._workspace(bs)
         start = len(self.history.get("epoch", []))
         with tqdm(
             total=self.epochs, desc="training", unit="epoch", disable=not self._show()
@@ -392,21 +387,7 @@ class NNetworkExtended:
             for epoch in range(start + 1, start + self.epochs + 1):
                 order = rows[self._rng.permutation(rows.shape[0])]
                 loss, acc, done = kernels.train_epoch(
-                    self._theta,
-                    self._offsets,
-                    self._sizes,
-                    *data,
-                    y,
-                    order,
-                    bs,
-                    buf,
-                    grad,
-                    self._velocity,
-                    alpha,
-                    momentum,
-                    losses,
-                    correct,
-                    threads,
+                    self._theta, self._offsets, self._sizes, *data, y, order, bs, *work
                 )
                 if done < -(-order.shape[0] // bs):
                     raise self._diverged(f"epoch {epoch}, batch {done + 1}", loss)
