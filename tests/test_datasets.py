@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import io
 import logging
+import re
 import struct
 import subprocess
 import tarfile
@@ -603,7 +604,7 @@ def test_cli_failure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) ->
     captured = capsys.readouterr()
     assert code == 2
     assert captured.out == ""
-    assert "\nerror: could not fetch Fake-mnist" in captured.err
+    assert re.search(r"(^|\n)error: could not fetch Fake-mnist", captured.err)
     assert "https://mirror.example/: name resolution failed" in captured.err
     assert "Traceback" not in captured.err
     assert str(tmp_path / "elsewhere" / "fake-mnist") in captured.err
