@@ -24,8 +24,8 @@ STAMP := $(VENV)/.installed
 KERNEL_NAME := mnistnn
 KERNEL_DISPLAY := Python (mnistnn)
 
-# The test run: no progress bars, no GUI backend, no debugger warning from the kernels.
-TEST_ENV := MNISTNN_PROGRESS=0 MPLBACKEND=Agg PYDEVD_DISABLE_FILE_VALIDATION=1
+# The test run: no progress bars, no debugger warning from the kernels.
+TEST_ENV := MNISTNN_PROGRESS=0 PYDEVD_DISABLE_FILE_VALIDATION=1
 
 .DEFAULT_GOAL := install
 .DELETE_ON_ERROR:
