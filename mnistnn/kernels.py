@@ -22,6 +22,11 @@ works on the nonzero pixels only: :func:`sparse_pixels` lists them once per ``fi
 (a compressed-row view of the same ``uint8`` values, smaller than the images themselves).  A
 narrow first layer reads the dense pixels four images at a time instead (fewer, regular loads).
 
+Caching: the parallel kernels are compiled once per machine (Numba's on-disk cache); the small
+driver functions that call them (``forward``, ``backward``, ``full_batch_step``, ...) are
+compiled in each process, because loading a cached function that calls a cached parallel one
+has crashed Numba 0.68 here.
+
 Determinism: every output element is computed by one thread with a fixed summation order, and
 where partial sums are needed (the first-layer weight gradient) the samples are cut into tiles
 whose number depends only on the batch size and are added up in tile order.  Results are
@@ -306,7 +311,7 @@ def _dense_backprop(dZ, W, A_prev):
                 A_prev[i, k] = row[k] if A_prev[i, k] > zero else zero
 
 
-@njit(cache=True)
+@njit
 def forward(theta, off, sizes, X, pixels, rows, buf):
     """Forward pass of images ``X[rows]``; returns the logits view ``(m, n_L)`` of ``buf``.
 
@@ -333,7 +338,7 @@ def forward(theta, off, sizes, X, pixels, rows, buf):
     return Z
 
 
-@njit(cache=True)
+@njit
 def backward(theta, off, sizes, X, pixels, y, rows, buf, grad, losses, correct, threads):
     """Forward and backward pass on images ``X[rows]``: fills ``grad`` (laid out as ``theta``)
     with the gradient of the mean cross-entropy, ``losses`` ``(m,)`` and ``correct`` ``(m,)``.
@@ -379,7 +384,7 @@ def _update(theta, grad, velocity, alpha, momentum):
     return True
 
 
-@njit(cache=True)
+@njit
 def full_batch_step(
     theta,
     off,
@@ -411,7 +416,7 @@ def full_batch_step(
     return loss, hits / rows.shape[0], updated
 
 
-@njit(cache=True)
+@njit
 def train_epoch(
     theta,
     off,
@@ -456,7 +461,7 @@ def train_epoch(
     return total_loss / n, hits / n, done
 
 
-@njit(cache=True)
+@njit
 def predict_proba(theta, off, sizes, X, pixels, rows, buf):
     """Softmax probabilities ``(m, n_L)`` of images ``rows`` (a fresh array)."""
     Z = forward(theta, off, sizes, X, pixels, rows, buf)
@@ -475,7 +480,7 @@ def predict_proba(theta, off, sizes, X, pixels, rows, buf):
     return P
 
 
-@njit(cache=True)
+@njit
 def evaluate(theta, off, sizes, X, pixels, y, rows, buf, losses, correct):
     """Mean cross-entropy and accuracy on images ``rows`` without computing gradients."""
     Z = forward(theta, off, sizes, X, pixels, rows, buf)

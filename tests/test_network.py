@@ -329,5 +329,5 @@ def test_loading_a_corrupt_model_file_is_a_clear_error(tmp_path):
 
 def test_kernels_cache_on_disk():
     """The compiled kernels are cached (second kernel start is quick)."""
-    for fn in (kernels.full_batch_step, kernels.train_epoch, kernels.sparse_pixels):
+    for fn in (kernels._dense_forward, kernels._sparse_grad, kernels.sparse_pixels):
         assert fn._cache is not None and fn._cache.__class__.__name__ == "FunctionCache"
