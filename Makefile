@@ -11,6 +11,7 @@
 #   VENV         the virtual environment's folder (default .venv)
 #   LAB_ARGS     extra arguments for `jupyter lab`
 #   PYTEST_ARGS  extra arguments for pytest (e.g. `tests -x -q` to skip the notebooks)
+#   NB           notebook(s) for `make execute` (default: all of notebooks/)
 #   MNISTNN_DATA (environment) where the data lives; default: the checkout's data/
 
 PYTHON ?= python3
@@ -29,7 +30,7 @@ TEST_ENV := MNISTNN_PROGRESS=0 PYDEVD_DISABLE_FILE_VALIDATION=1
 
 .DEFAULT_GOAL := install
 .DELETE_ON_ERROR:
-.PHONY: install data lab test lint images benchmark clean distclean help
+.PHONY: install data lab test execute lint images benchmark clean distclean help
 
 install: $(STAMP) ## Create the venv (.venv), install the package (editable) with its lab + test extras, register the kernel
 
@@ -55,6 +56,9 @@ lab: install data ## Open JupyterLab on notebooks/ (extra arguments: LAB_ARGS=..
 
 test: install data ## Run tests/ and every notebook with nbval (extra arguments: PYTEST_ARGS=...)
 	$(TEST_ENV) $(VENV_PY) -m pytest $(PYTEST_ARGS)
+
+execute: install data ## Re-execute notebooks in place as the tests run them, to refresh their stored outputs (NB=notebooks/03_backpropagation.ipynb; default: all)
+	$(TEST_ENV) $(VENV_BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 $(or $(NB),notebooks/*.ipynb)
 
 lint: install ## Check the code and the notebooks with ruff
 	$(VENV_BIN)/ruff check .

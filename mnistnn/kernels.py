@@ -28,7 +28,7 @@ compiled in each process, because loading a cached function that calls a cached 
 has crashed Numba 0.68 here.
 
 Determinism: every output element is computed by one thread with a fixed summation order, and
-where partial sums are needed (the first-layer weight gradient) the samples are cut into tiles
+where partial sums are needed (the weight gradients) the samples are cut into tiles
 whose number depends only on the batch size and are added up in tile order.  Results are
 bit-identical whatever ``NUMBA_NUM_THREADS`` is.
 """
@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 TILE = 64  # samples per parallel work item
-MAX_GRAD_TILES = 16  # partial first-layer gradients per batch (fixed: independent of threads)
+MAX_GRAD_TILES = 16  # partial weight gradients per batch (fixed: independent of threads)
 PIXEL_SCALE = 1.0 / 255.0
 SPARSE_MIN_WIDTH = 64  # first layers at least this wide work on the nonzero pixels only
 
@@ -249,46 +249,50 @@ def _softmax_xent(Z, y, rows, inv_m, losses, correct):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _dense_grad(dZ, A, rows, scale, dW, db, n_blocks):
+def _dense_grad(dZ, A, rows, scale, dW, db):
     """``dW = scale * dZ^T A[rows]`` ``(n_out, n_in)`` and ``db = sum_i dZ[i]`` ``(n_out,)``.
 
-    Parallel over ``n_blocks`` blocks of output rows (one per thread: each block converts the
-    inputs once); each row sums over the samples in order, so the result does not depend on how
-    the rows are shared between threads.
+    Each of a fixed number of sample tiles converts its inputs once and adds them, four samples
+    at a time, into a partial ``(n_out, n_in)`` sum; the partials are then added in tile order,
+    so the result is the same for any thread count.
     """
     m, n_out = dZ.shape
     n_in = dW.shape[1]
     zero = dW.dtype.type(0)
-    n_blocks = max(1, min(n_out, n_blocks))
-    for blk in prange(n_blocks):
-        j0 = blk * n_out // n_blocks
-        j1 = (blk + 1) * n_out // n_blocks
+    n_tiles = min(MAX_GRAD_TILES, (m + TILE - 1) // TILE)
+    partial = np.zeros((n_tiles, n_out, n_in), dW.dtype)
+    for t in prange(n_tiles):
+        acc = partial[t]
         x = np.empty((4, n_in), dW.dtype)
-        for j in range(j0, j1):
-            db[j] = zero
-            for k in range(n_in):
-                dW[j, k] = zero
-        for i0 in range(0, m, 4):
-            nb = min(4, m - i0)
+        lo = t * m // n_tiles
+        hi = (t + 1) * m // n_tiles
+        for i0 in range(lo, hi, 4):
+            nb = min(4, hi - i0)
             for r in range(4):
                 src = rows[i0 + min(r, nb - 1)]
                 for k in range(n_in):
                     x[r, k] = A[src, k]
             x0, x1, x2, x3 = x[0], x[1], x[2], x[3]
-            for j in range(j0, j1):
-                g0 = dZ[i0, j]
-                g1 = dZ[i0 + 1, j] if nb > 1 else zero
-                g2 = dZ[i0 + 2, j] if nb > 2 else zero
-                g3 = dZ[i0 + 3, j] if nb > 3 else zero
-                db[j] += g0 + g1 + g2 + g3
+            for j in range(n_out):
+                g0 = dZ[i0, j] * scale
+                g1 = dZ[i0 + 1, j] * scale if nb > 1 else zero
+                g2 = dZ[i0 + 2, j] * scale if nb > 2 else zero
+                g3 = dZ[i0 + 3, j] * scale if nb > 3 else zero
                 if g0 == zero and g1 == zero and g2 == zero and g3 == zero:
                     continue  # four inactive ReLUs: nothing to add
-                g0 *= scale
-                g1 *= scale
-                g2 *= scale
-                g3 *= scale
+                a = acc[j]
                 for k in range(n_in):
-                    dW[j, k] += g0 * x0[k] + g1 * x1[k] + g2 * x2[k] + g3 * x3[k]
+                    a[k] += g0 * x0[k] + g1 * x1[k] + g2 * x2[k] + g3 * x3[k]
+    for j in prange(n_out):
+        for k in range(n_in):
+            s = partial[0, j, k]
+            for t in range(1, n_tiles):
+                s += partial[t, j, k]
+            dW[j, k] = s
+        s = zero
+        for i in range(m):
+            s += dZ[i, j]
+        db[j] = s
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -339,12 +343,11 @@ def forward(theta, off, sizes, X, pixels, rows, buf):
 
 
 @njit
-def backward(theta, off, sizes, X, pixels, y, rows, buf, grad, losses, correct, threads):
+def backward(theta, off, sizes, X, pixels, y, rows, buf, grad, losses, correct):
     """Forward and backward pass on images ``X[rows]``: fills ``grad`` (laid out as ``theta``)
     with the gradient of the mean cross-entropy, ``losses`` ``(m,)`` and ``correct`` ``(m,)``.
 
     Returns the mean loss.  ``buf`` is destroyed (activations are overwritten by their deltas).
-    ``threads`` only sets how the work is split; the result does not depend on it.
     """
     m = rows.shape[0]
     L = sizes.shape[0] - 1
@@ -355,12 +358,12 @@ def backward(theta, off, sizes, X, pixels, y, rows, buf, grad, losses, correct, 
         W, _ = _wb(theta, off, sizes, layer)
         dW, db = _wb(grad, off, sizes, layer)
         A_prev = _act(buf, sizes, layer - 1, m)
-        _dense_grad(dZ, A_prev, identity, theta.dtype.type(1.0), dW, db, threads)
+        _dense_grad(dZ, A_prev, identity, theta.dtype.type(1.0), dW, db)
         _dense_backprop(dZ, W, A_prev)
         dZ = A_prev
     dW, db = _wb(grad, off, sizes, 1)
     if pixels is None:
-        _dense_grad(dZ, X, rows, theta.dtype.type(PIXEL_SCALE), dW, db, threads)
+        _dense_grad(dZ, X, rows, theta.dtype.type(PIXEL_SCALE), dW, db)
     else:
         _sparse_grad(dZ, pixels, rows, theta.dtype.type(PIXEL_SCALE), dW, db)
     total = 0.0
@@ -400,7 +403,6 @@ def full_batch_step(
     momentum,
     losses,
     correct,
-    threads,
 ):
     """One iteration of full-batch gradient descent (the write-up's ``W = W - alpha dW``).
 
@@ -408,7 +410,7 @@ def full_batch_step(
     update.  If the loss or the updated parameters would not be finite, the parameters are left
     untouched and ``updated`` is False, so the caller can stop with a clear error.
     """
-    loss = backward(theta, off, sizes, X, pixels, y, rows, buf, grad, losses, correct, threads)
+    loss = backward(theta, off, sizes, X, pixels, y, rows, buf, grad, losses, correct)
     hits = 0
     for i in range(rows.shape[0]):
         hits += correct[i]
@@ -433,7 +435,6 @@ def train_epoch(
     momentum,
     losses,
     correct,
-    threads,
 ):
     """One epoch of mini-batch SGD over images ``order`` in batches of ``batch_size``.
 
@@ -449,9 +450,7 @@ def train_epoch(
     for start in range(0, n, batch_size):
         rows = order[start : min(n, start + batch_size)]
         m = rows.shape[0]
-        loss = backward(
-            theta, off, sizes, X, pixels, y, rows, buf, grad, losses[:m], correct[:m], threads
-        )
+        loss = backward(theta, off, sizes, X, pixels, y, rows, buf, grad, losses[:m], correct[:m])
         if not (np.isfinite(loss) and _update(theta, grad, velocity, alpha, momentum)):
             return loss, 0.0, done
         total_loss += loss * m

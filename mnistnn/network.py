@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from os import PathLike
 from typing import Any
 
-import numba
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -51,7 +50,8 @@ class NNetworkExtended:
     momentum : classical momentum, ``v = momentum * v - alpha * g``; 0 is plain gradient descent.
     init : ``"uniform"`` (the write-up's U[-0.5, 0.5) for weights and biases) or ``"he"``
         (normal with std ``sqrt(2 / n_in)``, zero biases: better for deeper ReLU stacks).
-    validation_fraction : share of the training data held out (seeded) and scored in the history.
+    validation_fraction : share of the training data held out (the same rows in every ``fit``)
+        and scored in the history.
     seed : seed of the ``numpy.random.Generator`` for weights, shuffling and the validation split.
     dtype : ``"float32"`` (fast) or ``"float64"`` (for gradient checks).
     progress : show a tqdm progress bar in ``fit``; None follows ``MNISTNN_PROGRESS``.
@@ -104,7 +104,8 @@ class NNetworkExtended:
         self.layer_sizes = (self.nodes_in, *self.hidden_layers, self.nodes_out)
         self._sizes = np.asarray(self.layer_sizes, dtype=np.int64)
         self._offsets = kernels.layout(self.layer_sizes)
-        self._rng = np.random.default_rng(seed)
+        self._entropy = np.random.SeedSequence(seed).entropy  # fixes the validation split
+        self._rng = np.random.default_rng(np.random.SeedSequence(self._entropy))
         self._theta = np.empty(int(self._offsets[-1]), dtype=dtype)
         self._velocity = np.zeros_like(self._theta)
         self._init_parameters()
@@ -152,6 +153,27 @@ class NNetworkExtended:
         """Constructor parameters, as scikit-learn's ``get_params``."""
         names = inspect.signature(type(self).__init__).parameters
         return {name: getattr(self, name) for name in names if name != "self"}
+
+    def set_params(self, **params: Any) -> NNetworkExtended:
+        """Change training settings between ``fit`` calls (e.g. a smaller ``alpha`` to continue
+        with smaller steps), as scikit-learn's ``set_params``; validated like the constructor.
+
+        Only the constructor's :data:`TRAINING_SETTINGS` can change: the architecture, ``init``,
+        ``seed``, ``dtype`` and the validation split are fixed once the weights exist.
+        """
+        allowed = [name for name in TRAINING_SETTINGS if name in self.get_params()]
+        fixed = sorted(set(params) - set(allowed))
+        if fixed:
+            raise ValueError(
+                f"set_params can change only {', '.join(allowed)}; got {', '.join(fixed)}"
+                " (create a new network to change the others)"
+            )
+        settings = {name: getattr(self, name) for name in TRAINING_SETTINGS}
+        settings.update(params)
+        probe = NNetworkExtended(nodes_in=1, hidden_layers=(1,), nodes_out=2, **settings)
+        for name in params:
+            setattr(self, name, getattr(probe, name))
+        return self
 
     def __repr__(self) -> str:
         defaults = {
@@ -289,16 +311,17 @@ class NNetworkExtended:
             grad,
             losses,
             correct,
-            numba.get_num_threads(),
         )
         return self._views(grad)
 
     # ------------------------------------------------------------------ training
     def _split(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Seeded train/validation row indices."""
+        """Train/validation row indices: the same split in every ``fit`` call of this model,
+        drawn from a generator of its own, seeded from ``seed``."""
         if self.validation_fraction == 0.0:
             return np.arange(n), np.arange(0)
-        perm = self._rng.permutation(n)
+        perm = np.random.default_rng(np.random.SeedSequence(self._entropy, spawn_key=(1,)))
+        perm = perm.permutation(n)
         n_val = max(1, round(n * self.validation_fraction))
         return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
@@ -306,11 +329,13 @@ class NNetworkExtended:
         """Train from the current weights: full-batch gradient descent for ``maxiterations``
         iterations if ``batch_size`` is None, else mini-batch SGD for ``epochs`` epochs.
 
-        Appends to :attr:`history` (loss and accuracy measured before each update).  Raises
+        Appends to :attr:`history` (loss and accuracy measured before each update) and sets
+        :attr:`training_info` (``seconds`` counts every ``fit`` call of the history).  Raises
         :class:`TrainingDivergedError` naming the iteration if the loss stops being finite; the
         parameters are then those of the last finite step.
         """
         X, y = self._check_Xy(X, y)
+        earlier = self.training_info.get("seconds", 0.0) if self.history else 0.0
         train_rows, val_rows = self._split(X.shape[0])
         if train_rows.shape[0] == 0:
             raise ValueError("validation_fraction leaves no training data")
@@ -322,7 +347,7 @@ class NNetworkExtended:
             self._fit_mini_batch(data, y, train_rows, val_rows)
         self.training_info = {
             "samples": int(train_rows.shape[0]),
-            "seconds": round(time.perf_counter() - started, 3),
+            "seconds": round(earlier + time.perf_counter() - started, 3),  # all fit calls
             "final_loss": self.history["loss"][-1],
             "final_train_accuracy": self.history["train_accuracy"][-1],
         }
@@ -346,7 +371,7 @@ class NNetworkExtended:
 
     def _workspace(self, m: int) -> tuple:
         """The kernels' trailing arguments for batches of ``m`` images: work buffers, velocity,
-        learning rate, momentum, per-sample losses and hits, thread count."""
+        learning rate, momentum, per-sample losses and hits."""
         t = self._theta.dtype.type
         return (
             self._buffer(m),
@@ -356,7 +381,6 @@ class NNetworkExtended:
             t(self.momentum),
             np.empty(m, dtype=self.dtype),
             np.empty(m, dtype=np.bool_),
-            numba.get_num_threads(),
         )
 
     def _fit_full_batch(self, data, y, rows, val_rows) -> None:
@@ -468,6 +492,9 @@ class NNetworkMinimal(NNetworkExtended):
             dtype=dtype,
             progress=progress,
         )
+
+
+TRAINING_SETTINGS = ("alpha", "maxiterations", "batch_size", "epochs", "momentum", "progress")
 
 
 def _positive_int(name: str, value: Any) -> int:

@@ -190,6 +190,65 @@ def test_mini_batch_with_validation_and_momentum():
     assert net.training_info["samples"] == 300
 
 
+def test_validation_split_is_fixed_and_set_params_continues_training():
+    X, y = make_data(n=400)
+    net = NNetworkExtended(
+        nodes_in=64,
+        hidden_layers=(8,),
+        nodes_out=4,
+        batch_size=40,
+        epochs=2,
+        seed=3,
+        init="he",
+        validation_fraction=0.25,
+    )
+    net.fit(X, y)
+    first_rows = [rows.copy() for rows in net._split(len(X))]
+    before = [W.copy() for W in net.weights]
+    assert net.set_params(alpha=0.01, epochs=3) is net
+    assert (net.alpha, net.epochs) == (0.01, 3)
+    first_seconds = net.training_info["seconds"]
+    net.fit(X, y)  # continues from the trained weights, on the same validation rows
+    assert net.training_info["seconds"] > first_seconds  # the time of both calls
+    assert net.history["epoch"] == [1, 2, 3, 4, 5]
+    assert not np.array_equal(before[0], net.weights[0])
+    for a, b in zip(first_rows, net._split(len(X)), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # the validation score after refitting is measured on those rows: recompute it
+    train_rows, val_rows = first_rows
+    assert len(val_rows) == 100 and np.intersect1d(train_rows, val_rows).size == 0
+    assert net.history["val_accuracy"][-1] == pytest.approx(net.score(X[val_rows], y[val_rows]))
+    twin = NNetworkExtended(
+        nodes_in=64, hidden_layers=(8,), nodes_out=4, seed=3, validation_fraction=0.25
+    )
+    np.testing.assert_array_equal(twin._split(len(X))[1], val_rows)  # same seed, same split
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"hidden_layers": (4,)}, "set_params can change only"),
+        ({"seed": 1}, "set_params can change only"),
+        ({"alpha": -1.0}, "alpha must be a positive number"),
+        ({"epochs": 0}, "epochs must be a positive integer"),
+        ({"momentum": 1.5}, "momentum must be a number"),
+    ],
+)
+def test_set_params_refuses_bad_or_fixed_settings(params, message):
+    net = NNetworkExtended(nodes_in=64, hidden_layers=(8,), nodes_out=4, seed=0)
+    with pytest.raises(ValueError, match=message):
+        net.set_params(**params)
+    assert (net.alpha, net.epochs, net.momentum) == (0.1, 10, 0.0)  # nothing changed
+
+
+def test_minimal_set_params_knows_only_its_own_settings():
+    net = NNetworkMinimal(seed=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        net.set_params(batch_size=32)
+    net.set_params(alpha=0.25)
+    assert net.alpha == 0.25 and "alpha=0.25" in repr(net)
+
+
 def test_same_seed_same_result_other_seed_other_result():
     X, y = make_data()
 
