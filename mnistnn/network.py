@@ -320,8 +320,8 @@ class NNetworkExtended:
         drawn from a generator of its own, seeded from ``seed``."""
         if self.validation_fraction == 0.0:
             return np.arange(n), np.arange(0)
-        perm = np.random.default_rng(np.random.SeedSequence(self._entropy, spawn_key=(1,)))
-        perm = perm.permutation(n)
+        rng = np.random.default_rng(np.random.SeedSequence(self._entropy, spawn_key=(1,)))
+        perm = rng.permutation(n)
         n_val = max(1, round(n * self.validation_fraction))
         return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
