@@ -40,6 +40,8 @@ from numba import njit, prange
 
 __all__ = [
     "layout",
+    "work_size",
+    "grad_tiles",
     "sparse_pixels",
     "uses_sparse_pixels",
     "forward",
@@ -98,6 +100,30 @@ def _act(buf, sizes, layer, m):
     return buf[start : start + m * sizes[layer]].reshape((m, sizes[layer]))
 
 
+@njit(cache=True)
+def _act_size(sizes, m):
+    """Floats of all activation blocks of ``m`` samples: ``m * sum(sizes[1:])``."""
+    total = 0
+    for layer in range(1, sizes.shape[0]):
+        total += m * sizes[layer]
+    return total
+
+
+@njit(cache=True)
+def grad_tiles(m):
+    """Sample tiles (partial weight gradients) of a batch of ``m`` images:
+    ``min(MAX_GRAD_TILES, ceil(m / TILE))``, whatever the number of threads."""
+    return min(MAX_GRAD_TILES, (m + TILE - 1) // TILE)
+
+
+def work_size(sizes, m: int, gradients: bool = True) -> int:
+    """Floats of work buffer the kernels need for batches of up to ``m`` images: the activations,
+    plus (for :func:`backward`) the partial gradients of the largest weight matrix."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    largest = int(np.max(sizes[1:] * sizes[:-1]))
+    return int(_act_size(sizes, m)) + (int(grad_tiles(m)) * largest if gradients else 0)
+
+
 @njit(parallel=True, cache=True)
 def sparse_pixels(X):
     """The nonzero pixels of ``X`` ``(N, n_in)`` in compressed-row form.
@@ -153,36 +179,24 @@ def _sparse_forward(pixels, rows, scale, W, b, relu, Z):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _sparse_grad(dZ, pixels, rows, scale, dW, db):
-    """First layer: ``dW = scale * dZ^T X[rows]`` ``(n_out, n_in)`` and ``db = sum_i dZ[i]``.
-
-    Each of a fixed number of sample tiles adds its nonzero pixels into a partial ``(n_in, n_out)``
-    sum; the partials are then added in tile order, so the result is the same for any thread count.
-    """
+def _sparse_grad_tiles(dZ, pixels, rows, partial):
+    """First layer: tile ``t`` of the ``partial.shape[0]`` sample tiles sets ``partial[t]``
+    ``(n_in, n_out)`` (transposed, so one pixel's row is contiguous) to ``X[tile]^T dZ[tile]``,
+    summed over the nonzero pixels only."""
     indptr, indices, values = pixels
     m, n_out = dZ.shape
-    n_in = dW.shape[1]
-    n_tiles = min(MAX_GRAD_TILES, (m + TILE - 1) // TILE)
-    partial = np.zeros((n_tiles, n_in, n_out), dW.dtype)
+    n_tiles, n_in = partial.shape[0], partial.shape[1]
     for t in prange(n_tiles):
         acc = partial[t]
+        for k in range(n_in):
+            for j in range(n_out):
+                acc[k, j] = 0
         for i in range(t * m // n_tiles, (t + 1) * m // n_tiles):
             for q in range(indptr[rows[i]], indptr[rows[i] + 1]):
-                v = dW.dtype.type(values[q])
+                v = partial.dtype.type(values[q])
                 k = indices[q]
                 for j in range(n_out):
                     acc[k, j] += v * dZ[i, j]
-    for k in prange(n_in):
-        for j in range(n_out):
-            s = partial[0, k, j]
-            for t in range(1, n_tiles):
-                s += partial[t, k, j]
-            dW[j, k] = s * scale
-    for j in prange(n_out):
-        s = dW.dtype.type(0)
-        for i in range(m):
-            s += dZ[i, j]
-        db[j] = s
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -249,21 +263,19 @@ def _softmax_xent(Z, y, rows, inv_m, losses, correct):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _dense_grad(dZ, A, rows, scale, dW, db):
-    """``dW = scale * dZ^T A[rows]`` ``(n_out, n_in)`` and ``db = sum_i dZ[i]`` ``(n_out,)``.
-
-    Each of a fixed number of sample tiles converts its inputs once and adds them, four samples
-    at a time, into a partial ``(n_out, n_in)`` sum; the partials are then added in tile order,
-    so the result is the same for any thread count.
-    """
+def _dense_grad_tiles(dZ, A, rows, scale, partial):
+    """Tile ``t`` of the ``partial.shape[0]`` sample tiles sets ``partial[t]`` ``(n_out, n_in)``
+    to ``scale * dZ[tile]^T A[rows[tile]]``: it converts its inputs once and adds them four
+    samples at a time."""
     m, n_out = dZ.shape
-    n_in = dW.shape[1]
-    zero = dW.dtype.type(0)
-    n_tiles = min(MAX_GRAD_TILES, (m + TILE - 1) // TILE)
-    partial = np.zeros((n_tiles, n_out, n_in), dW.dtype)
+    n_tiles, n_in = partial.shape[0], partial.shape[2]
+    zero = partial.dtype.type(0)
     for t in prange(n_tiles):
         acc = partial[t]
-        x = np.empty((4, n_in), dW.dtype)
+        for j in range(n_out):
+            for k in range(n_in):
+                acc[j, k] = zero
+        x = np.empty((4, n_in), partial.dtype)
         lo = t * m // n_tiles
         hi = (t + 1) * m // n_tiles
         for i0 in range(lo, hi, 4):
@@ -283,13 +295,31 @@ def _dense_grad(dZ, A, rows, scale, dW, db):
                 a = acc[j]
                 for k in range(n_in):
                     a[k] += g0 * x0[k] + g1 * x1[k] + g2 * x2[k] + g3 * x3[k]
-    for j in prange(n_out):
-        for k in range(n_in):
-            s = partial[0, j, k]
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _reduce_tiles(partial, transposed, scale, dW):
+    """``dW = scale * (partial[0] + partial[1] + ...)`` ``(n_out, n_in)``, added in tile order so
+    the result is the same for any thread count; ``transposed``: the partials are
+    ``(n_in, n_out)``."""
+    n_tiles, n_rows, n_cols = partial.shape
+    for r in prange(n_rows):  # read the partials in storage order
+        for c in range(n_cols):
+            s = partial[0, r, c]
             for t in range(1, n_tiles):
-                s += partial[t, j, k]
-            dW[j, k] = s
-        s = zero
+                s += partial[t, r, c]
+            if transposed:
+                dW[c, r] = s * scale
+            else:
+                dW[r, c] = s * scale
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _bias_grad(dZ, db):
+    """``db = sum_i dZ[i]`` ``(n_out,)``, each sum in sample order."""
+    m, n_out = dZ.shape
+    for j in prange(n_out):
+        s = db.dtype.type(0)
         for i in range(m):
             s += dZ[i, j]
         db[j] = s
@@ -347,25 +377,37 @@ def backward(theta, off, sizes, X, pixels, y, rows, buf, grad, losses, correct):
     """Forward and backward pass on images ``X[rows]``: fills ``grad`` (laid out as ``theta``)
     with the gradient of the mean cross-entropy, ``losses`` ``(m,)`` and ``correct`` ``(m,)``.
 
-    Returns the mean loss.  ``buf`` is destroyed (activations are overwritten by their deltas).
+    Returns the mean loss.  ``buf`` (:func:`work_size` floats) is destroyed: activations are
+    overwritten by their deltas, and the rest holds the partial weight gradients.
     """
     m = rows.shape[0]
     L = sizes.shape[0] - 1
     identity = np.arange(m)
+    one = theta.dtype.type(1.0)
     dZ = forward(theta, off, sizes, X, pixels, rows, buf)
     _softmax_xent(dZ, y, rows, theta.dtype.type(1.0 / m), losses, correct)
-    for layer in range(L, 1, -1):
-        W, _ = _wb(theta, off, sizes, layer)
+    tiles = buf[_act_size(sizes, m) :]  # the partial weight gradients of the sample tiles
+    n_tiles = grad_tiles(m)
+    for layer in range(L, 0, -1):
         dW, db = _wb(grad, off, sizes, layer)
+        n_out, n_in = dW.shape
+        _bias_grad(dZ, db)
+        if layer == 1 and pixels is not None:
+            partial = tiles[: n_tiles * n_in * n_out].reshape((n_tiles, n_in, n_out))
+            _sparse_grad_tiles(dZ, pixels, rows, partial)
+            _reduce_tiles(partial, True, theta.dtype.type(PIXEL_SCALE), dW)
+            break
+        partial = tiles[: n_tiles * n_out * n_in].reshape((n_tiles, n_out, n_in))
+        if layer == 1:
+            _dense_grad_tiles(dZ, X, rows, theta.dtype.type(PIXEL_SCALE), partial)
+            _reduce_tiles(partial, False, one, dW)
+            break
         A_prev = _act(buf, sizes, layer - 1, m)
-        _dense_grad(dZ, A_prev, identity, theta.dtype.type(1.0), dW, db)
+        _dense_grad_tiles(dZ, A_prev, identity, one, partial)
+        _reduce_tiles(partial, False, one, dW)
+        W, _ = _wb(theta, off, sizes, layer)
         _dense_backprop(dZ, W, A_prev)
         dZ = A_prev
-    dW, db = _wb(grad, off, sizes, 1)
-    if pixels is None:
-        _dense_grad(dZ, X, rows, theta.dtype.type(PIXEL_SCALE), dW, db)
-    else:
-        _sparse_grad(dZ, pixels, rows, theta.dtype.type(PIXEL_SCALE), dW, db)
     total = 0.0
     for i in range(m):  # in order, so the mean does not depend on the thread count
         total += losses[i]

@@ -80,13 +80,9 @@ class NNetworkExtended:
         self.nodes_out = _positive_int("nodes_out", nodes_out)
         if self.nodes_out < 2:
             raise ValueError(f"nodes_out must be at least 2 classes, got {nodes_out}")
-        self.alpha = _positive_float("alpha", alpha)
-        self.maxiterations = _positive_int("maxiterations", maxiterations)
-        self.batch_size = None if batch_size is None else _positive_int("batch_size", batch_size)
-        self.epochs = _positive_int("epochs", epochs)
-        if not (isinstance(momentum, int | float) and 0.0 <= momentum < 1.0):
-            raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
-        self.momentum = float(momentum)
+        settings = _check_training_settings(alpha, maxiterations, batch_size, epochs, momentum)
+        for name, value in settings.items():
+            setattr(self, name, value)
         if init not in ("uniform", "he"):
             raise ValueError(f"init must be 'uniform' or 'he', got {init!r}")
         self.init = init
@@ -170,9 +166,10 @@ class NNetworkExtended:
             )
         settings = {name: getattr(self, name) for name in TRAINING_SETTINGS}
         settings.update(params)
-        probe = NNetworkExtended(nodes_in=1, hidden_layers=(1,), nodes_out=2, **settings)
-        for name in params:
-            setattr(self, name, getattr(probe, name))
+        progress = settings.pop("progress")
+        checked = {**_check_training_settings(**settings), "progress": progress}
+        for name in params:  # all checked first: a bad value changes nothing
+            setattr(self, name, checked[name])
         return self
 
     def __repr__(self) -> str:
@@ -231,9 +228,10 @@ class NNetworkExtended:
         return X, np.ascontiguousarray(y, dtype=np.int64)
 
     # ------------------------------------------------------------------ inference
-    def _buffer(self, m: int) -> np.ndarray:
-        """Work space for the activations of ``m`` samples."""
-        return np.empty(m * int(self._sizes[1:].sum()), dtype=self.dtype)
+    def _buffer(self, m: int, gradients: bool = False) -> np.ndarray:
+        """Work space of the kernels for batches of up to ``m`` samples (with room for partial
+        gradients if ``gradients``)."""
+        return np.empty(kernels.work_size(self._sizes, m, gradients), dtype=self.dtype)
 
     def _inputs(self, X: np.ndarray) -> tuple[np.ndarray, tuple | None]:
         """``(X, pixels)`` for the kernels: the nonzero pixels are listed once, for wide first
@@ -258,12 +256,18 @@ class NNetworkExtended:
         """Predicted class of each image, shape ``(N,)``, int64."""
         return np.argmax(self.predict_proba(X), axis=1)
 
-    def _evaluate(self, data: tuple, y: np.ndarray, rows: np.ndarray) -> tuple[float, float]:
-        """Mean cross-entropy and accuracy on images ``rows`` of ``data``, in chunks."""
+    def _eval_buffers(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Work buffer, per-sample losses and hits for :meth:`_evaluate` on up to ``n`` images."""
+        m = min(PREDICT_CHUNK, n)
+        return self._buffer(m), np.empty(m, dtype=self.dtype), np.empty(m, dtype=np.bool_)
+
+    def _evaluate(
+        self, data: tuple, y: np.ndarray, rows: np.ndarray, buffers: tuple | None = None
+    ) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy on images ``rows`` of ``data``, in chunks; ``buffers``
+        from :meth:`_eval_buffers` (made here if not given)."""
         total_loss, hits = 0.0, 0.0
-        buf = self._buffer(min(PREDICT_CHUNK, rows.shape[0]))
-        losses = np.empty(min(PREDICT_CHUNK, rows.shape[0]), dtype=self.dtype)
-        correct = np.empty(losses.shape[0], dtype=np.bool_)
+        buf, losses, correct = buffers or self._eval_buffers(rows.shape[0])
         for start in range(0, rows.shape[0], PREDICT_CHUNK):
             chunk = rows[start : start + PREDICT_CHUNK]
             m = chunk.shape[0]
@@ -307,7 +311,7 @@ class NNetworkExtended:
             *self._inputs(X),
             y,
             rows,
-            self._buffer(X.shape[0]),
+            self._buffer(X.shape[0], gradients=True),
             grad,
             losses,
             correct,
@@ -341,10 +345,11 @@ class NNetworkExtended:
             raise ValueError("validation_fraction leaves no training data")
         started = time.perf_counter()
         data = self._inputs(X)
+        val = (val_rows, self._eval_buffers(val_rows.shape[0])) if val_rows.shape[0] else None
         if self.batch_size is None:
-            self._fit_full_batch(data, y, train_rows, val_rows)
+            self._fit_full_batch(data, y, train_rows, val)
         else:
-            self._fit_mini_batch(data, y, train_rows, val_rows)
+            self._fit_mini_batch(data, y, train_rows, val)
         self.training_info = {
             "samples": int(train_rows.shape[0]),
             "seconds": round(earlier + time.perf_counter() - started, 3),  # all fit calls
@@ -353,12 +358,13 @@ class NNetworkExtended:
         }
         return self
 
-    def _record(self, step: str, value: int, loss: float, acc: float, data, y, val_rows) -> None:
-        """Append one row to the history (plus validation scores if there is a split)."""
+    def _record(self, step: str, value: int, loss: float, acc: float, data, y, val) -> None:
+        """Append one row to the history (plus validation scores if there is a split: ``val`` is
+        ``(val_rows, buffers)``, else None)."""
         for key, v in ((step, value), ("loss", loss), ("train_accuracy", acc)):
             self.history.setdefault(key, []).append(v)
-        if val_rows.shape[0]:
-            val_loss, val_acc = self._evaluate(data, y, val_rows)
+        if val is not None:
+            val_loss, val_acc = self._evaluate(data, y, *val)
             self.history.setdefault("val_loss", []).append(val_loss)
             self.history.setdefault("val_accuracy", []).append(val_acc)
 
@@ -374,7 +380,7 @@ class NNetworkExtended:
         learning rate, momentum, per-sample losses and hits."""
         t = self._theta.dtype.type
         return (
-            self._buffer(m),
+            self._buffer(m, gradients=True),
             np.empty_like(self._theta),
             self._velocity,
             t(self.alpha),
@@ -383,7 +389,7 @@ class NNetworkExtended:
             np.empty(m, dtype=np.bool_),
         )
 
-    def _fit_full_batch(self, data, y, rows, val_rows) -> None:
+    def _fit_full_batch(self, data, y, rows, val) -> None:
         """The write-up's training: every iteration uses every training image."""
         work = self._workspace(rows.shape[0])
         start = len(self.history.get("iteration", []))
@@ -395,12 +401,12 @@ class NNetworkExtended:
                 )
                 if not updated:
                     raise self._diverged(f"iteration {it}", loss)
-                self._record("iteration", it, loss, acc, data, y, val_rows)
+                self._record("iteration", it, loss, acc, data, y, val)
                 if it % refresh == 0 or it == start + self.maxiterations:
                     bar.set_postfix(loss=f"{loss:.4f}", accuracy=f"{acc:.4f}", refresh=False)
                     bar.update(it - bar.n - start)
 
-    def _fit_mini_batch(self, data, y, rows, val_rows) -> None:
+    def _fit_mini_batch(self, data, y, rows, val) -> None:
         """Mini-batch SGD: each epoch reshuffles the training rows with the seeded generator."""
         bs = self.batch_size
         work = self._workspace(bs)
@@ -415,7 +421,7 @@ class NNetworkExtended:
                 )
                 if done < -(-order.shape[0] // bs):
                     raise self._diverged(f"epoch {epoch}, batch {done + 1}", loss)
-                self._record("epoch", epoch, loss, acc, data, y, val_rows)
+                self._record("epoch", epoch, loss, acc, data, y, val)
                 bar.set_postfix(loss=f"{loss:.4f}", accuracy=f"{acc:.4f}", refresh=False)
                 bar.update(1)
 
@@ -495,6 +501,21 @@ class NNetworkMinimal(NNetworkExtended):
 
 
 TRAINING_SETTINGS = ("alpha", "maxiterations", "batch_size", "epochs", "momentum", "progress")
+
+
+def _check_training_settings(
+    alpha: Any, maxiterations: Any, batch_size: Any, epochs: Any, momentum: Any
+) -> dict[str, Any]:
+    """The training settings, validated and normalized (for ``__init__`` and ``set_params``)."""
+    settings = {
+        "alpha": _positive_float("alpha", alpha),
+        "maxiterations": _positive_int("maxiterations", maxiterations),
+        "batch_size": None if batch_size is None else _positive_int("batch_size", batch_size),
+        "epochs": _positive_int("epochs", epochs),
+    }
+    if not (isinstance(momentum, int | float) and 0.0 <= momentum < 1.0):
+        raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
+    return {**settings, "momentum": float(momentum)}
 
 
 def _positive_int(name: str, value: Any) -> int:

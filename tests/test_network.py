@@ -169,20 +169,16 @@ def test_training_learns_and_records_history():
     assert net.history["iteration"][-1] == 400
 
 
+def small_mini_batch_net(**settings) -> NNetworkExtended:
+    """A 64-input, 4-class network for ``make_data``: He init, momentum 0.9 and a 25% validation
+    split unless ``settings`` say otherwise."""
+    defaults = dict(nodes_in=64, nodes_out=4, momentum=0.9, init="he", validation_fraction=0.25)
+    return NNetworkExtended(**{**defaults, **settings})
+
+
 def test_mini_batch_with_validation_and_momentum():
     X, y = make_data(n=400)
-    net = NNetworkExtended(
-        nodes_in=64,
-        hidden_layers=(16, 8),
-        nodes_out=4,
-        alpha=0.05,
-        batch_size=32,
-        epochs=6,
-        momentum=0.9,
-        init="he",
-        validation_fraction=0.25,
-        seed=0,
-    )
+    net = small_mini_batch_net(hidden_layers=(16, 8), alpha=0.05, batch_size=32, epochs=6, seed=0)
     net.fit(X, y)
     assert net.history["epoch"] == [1, 2, 3, 4, 5, 6]
     assert len(net.history["val_accuracy"]) == 6
@@ -192,16 +188,7 @@ def test_mini_batch_with_validation_and_momentum():
 
 def test_validation_split_is_fixed_and_set_params_continues_training():
     X, y = make_data(n=400)
-    net = NNetworkExtended(
-        nodes_in=64,
-        hidden_layers=(8,),
-        nodes_out=4,
-        batch_size=40,
-        epochs=2,
-        seed=3,
-        init="he",
-        validation_fraction=0.25,
-    )
+    net = small_mini_batch_net(hidden_layers=(8,), momentum=0.0, batch_size=40, epochs=2, seed=3)
     net.fit(X, y)
     first_rows = [rows.copy() for rows in net._split(len(X))]
     before = [W.copy() for W in net.weights]
@@ -388,5 +375,5 @@ def test_loading_a_corrupt_model_file_is_a_clear_error(tmp_path):
 
 def test_kernels_cache_on_disk():
     """The compiled kernels are cached (second kernel start is quick)."""
-    for fn in (kernels._dense_forward, kernels._sparse_grad, kernels.sparse_pixels):
+    for fn in (kernels._dense_forward, kernels._sparse_grad_tiles, kernels._reduce_tiles):
         assert fn._cache is not None and fn._cache.__class__.__name__ == "FunctionCache"
