@@ -388,26 +388,27 @@ def backward(theta, off, sizes, X, pixels, y, rows, buf, grad, losses, correct):
     _softmax_xent(dZ, y, rows, theta.dtype.type(1.0 / m), losses, correct)
     tiles = buf[_act_size(sizes, m) :]  # the partial weight gradients of the sample tiles
     n_tiles = grad_tiles(m)
-    for layer in range(L, 0, -1):
+    for layer in range(L, 1, -1):  # dW_l = dZ_l^T A_{l-1}; dZ_{l-1} = (dZ_l W_l) * [A_{l-1} > 0]
         dW, db = _wb(grad, off, sizes, layer)
-        n_out, n_in = dW.shape
         _bias_grad(dZ, db)
-        if layer == 1 and pixels is not None:
-            partial = tiles[: n_tiles * n_in * n_out].reshape((n_tiles, n_in, n_out))
-            _sparse_grad_tiles(dZ, pixels, rows, partial)
-            _reduce_tiles(partial, True, theta.dtype.type(PIXEL_SCALE), dW)
-            break
-        partial = tiles[: n_tiles * n_out * n_in].reshape((n_tiles, n_out, n_in))
-        if layer == 1:
-            _dense_grad_tiles(dZ, X, rows, theta.dtype.type(PIXEL_SCALE), partial)
-            _reduce_tiles(partial, False, one, dW)
-            break
         A_prev = _act(buf, sizes, layer - 1, m)
+        partial = tiles[: n_tiles * dW.size].reshape((n_tiles, dW.shape[0], dW.shape[1]))
         _dense_grad_tiles(dZ, A_prev, identity, one, partial)
         _reduce_tiles(partial, False, one, dW)
         W, _ = _wb(theta, off, sizes, layer)
         _dense_backprop(dZ, W, A_prev)
         dZ = A_prev
+    dW, db = _wb(grad, off, sizes, 1)  # dW_1 = dZ_1^T X / 255, from the raw pixels
+    _bias_grad(dZ, db)
+    scale = theta.dtype.type(PIXEL_SCALE)
+    if pixels is None:
+        partial = tiles[: n_tiles * dW.size].reshape((n_tiles, dW.shape[0], dW.shape[1]))
+        _dense_grad_tiles(dZ, X, rows, scale, partial)
+        _reduce_tiles(partial, False, one, dW)
+    else:  # the nonzero pixels only; the partials are stored transposed
+        partial = tiles[: n_tiles * dW.size].reshape((n_tiles, dW.shape[1], dW.shape[0]))
+        _sparse_grad_tiles(dZ, pixels, rows, partial)
+        _reduce_tiles(partial, True, scale, dW)
     total = 0.0
     for i in range(m):  # in order, so the mean does not depend on the thread count
         total += losses[i]
