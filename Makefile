@@ -49,7 +49,7 @@ $(STAMP): pyproject.toml | $(VENV_PY)
 	@touch $@
 
 data: install ## Fetch and verify MNIST and Fashion-MNIST into data/ (quick when already there)
-	$(VENV_PY) -m mnistnn.datasets fetch
+	$(VENV_PY) -m mnistnn fetch
 
 lab: install data ## Open JupyterLab on notebooks/ (extra arguments: LAB_ARGS=...)
 	$(VENV_BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)

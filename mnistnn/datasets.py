@@ -714,7 +714,7 @@ def _manual_hint(spec: DatasetSpec, folder: Path) -> str:
     return (
         f"To place the files by hand, copy them into {folder}/ with these names\n{names}\n"
         "(raw IDX files, or gzip-compressed ones with .gz added to the name), then run\n"
-        "`python -m mnistnn.datasets fetch` to verify them."
+        "`python -m mnistnn fetch` to verify them."
     )
 
 

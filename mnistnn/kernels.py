@@ -30,7 +30,9 @@ has crashed Numba 0.68 here.
 Determinism: every output element is computed by one thread with a fixed summation order, and
 where partial sums are needed (the weight gradients) the samples are cut into tiles
 whose number depends only on the batch size and are added up in tile order.  Results are
-bit-identical whatever ``NUMBA_NUM_THREADS`` is.
+bit-identical whatever ``NUMBA_NUM_THREADS`` is, and whether this process compiled the kernels
+or loaded them from the cache: the kernels let LLVM reorder sums but not fuse multiply-adds
+(see ``FASTMATH``).
 """
 
 from __future__ import annotations
@@ -56,6 +58,12 @@ TILE = 64  # samples per parallel work item
 MAX_GRAD_TILES = 16  # partial weight gradients per batch (fixed: independent of threads)
 PIXEL_SCALE = 1.0 / 255.0
 SPARSE_MIN_WIDTH = 64  # first layers at least this wide work on the nonzero pixels only
+# LLVM may reorder sums (to vectorize dot products) and ignore the sign of zero, but not fuse
+# a*b + c into one FMA.  A parallel kernel's loop body is optimized once on its own and once more
+# inside the kernel; the compiling process runs the first copy, Numba's cache keeps the second.
+# With fusing allowed the two copies fuse differently and round differently (with "fastmath=True"
+# a process that compiled the kernels trained to other weights than one that loaded them).
+FASTMATH = {"reassoc", "nsz"}
 
 
 def uses_sparse_pixels(sizes) -> bool:
@@ -153,7 +161,7 @@ def sparse_pixels(X):
     return indptr, indices, values
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _sparse_forward(pixels, rows, scale, W, b, relu, Z):
     """First layer: ``Z[i] = act(scale * W @ x_i + b)``, ``x_i`` the pixels of image ``rows[i]``,
     summed over its nonzero pixels only.  ``W`` ``(n_out, n_in)``, ``Z`` ``(m, n_out)``.
@@ -178,7 +186,7 @@ def _sparse_forward(pixels, rows, scale, W, b, relu, Z):
                 Z[i, j] = max(out, zero) if relu else out
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _sparse_grad_tiles(dZ, pixels, rows, partial):
     """First layer: tile ``t`` of the ``partial.shape[0]`` sample tiles sets ``partial[t]``
     ``(n_in, n_out)`` (transposed, so one pixel's row is contiguous) to ``X[tile]^T dZ[tile]``,
@@ -199,7 +207,7 @@ def _sparse_grad_tiles(dZ, pixels, rows, partial):
                     acc[k, j] += v * dZ[i, j]
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _dense_forward(A, rows, scale, W, b, relu, Z):
     """``Z[i] = act(scale * W @ A[rows[i]] + b)``; ``A`` ``(N, n_in)`` (uint8 pixels or float
     activations), ``W`` ``(n_out, n_in)``, ``Z`` ``(m, n_out)`` with ``m = len(rows)``."""
@@ -207,7 +215,7 @@ def _dense_forward(A, rows, scale, W, b, relu, Z):
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
     for t in prange((m + TILE - 1) // TILE):
-        x = np.empty((4, n_in), W.dtype)  # four samples at a time: each W load feeds four FMAs
+        x = np.empty((4, n_in), W.dtype)  # four samples at a time: one W load, four products
         for i0 in range(t * TILE, min(m, (t + 1) * TILE), 4):
             nb = min(4, m - i0)
             for r in range(4):
@@ -232,7 +240,7 @@ def _dense_forward(A, rows, scale, W, b, relu, Z):
                     Z[i0 + r, j] = max(z, zero) if relu else z
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _softmax_xent(Z, y, rows, inv_m, losses, correct):
     """Turn logits ``Z`` ``(m, K)`` into ``dZ = (softmax(Z) - onehot(y)) * inv_m`` in place.
 
@@ -262,7 +270,7 @@ def _softmax_xent(Z, y, rows, inv_m, losses, correct):
             Z[i, label] -= inv_m
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _dense_grad_tiles(dZ, A, rows, scale, partial):
     """Tile ``t`` of the ``partial.shape[0]`` sample tiles sets ``partial[t]`` ``(n_out, n_in)``
     to ``scale * dZ[tile]^T A[rows[tile]]``: it converts its inputs once and adds them four
@@ -297,7 +305,7 @@ def _dense_grad_tiles(dZ, A, rows, scale, partial):
                     a[k] += g0 * x0[k] + g1 * x1[k] + g2 * x2[k] + g3 * x3[k]
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _reduce_tiles(partial, transposed, scale, dW):
     """``dW = scale * (partial[0] + partial[1] + ...)`` ``(n_out, n_in)``, added in tile order so
     the result is the same for any thread count; ``transposed``: the partials are
@@ -314,7 +322,7 @@ def _reduce_tiles(partial, transposed, scale, dW):
                 dW[r, c] = s * scale
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _bias_grad(dZ, db):
     """``db = sum_i dZ[i]`` ``(n_out,)``, each sum in sample order."""
     m, n_out = dZ.shape
@@ -325,7 +333,7 @@ def _bias_grad(dZ, db):
         db[j] = s
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _dense_backprop(dZ, W, A_prev):
     """Overwrite ``A_prev`` ``(m, n_in)`` with ``dZ_prev = (dZ W) * [A_prev > 0]``."""
     m, n_out = dZ.shape

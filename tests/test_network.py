@@ -251,34 +251,58 @@ def test_same_seed_same_result_other_seed_other_result():
 
 DETERMINISM_SCRIPT = """
 import hashlib, numpy as np, numba
-from mnistnn import NNetworkExtended, NNetworkMinimal
+from mnistnn import NNetworkExtended, NNetworkMinimal, kernels
 rng = np.random.default_rng(0)
 X = (rng.random((3000, 784)) < 0.2) * rng.integers(0, 256, (3000, 784))
 X = X.astype(np.uint8)
 y = rng.integers(0, 10, 3000)
 full = NNetworkMinimal(maxiterations=5, seed=0).fit(X, y)
+double = NNetworkMinimal(maxiterations=2, seed=1, dtype="float64").fit(X, y)
 mini = NNetworkExtended(hidden_layers=(64, 32), batch_size=100, epochs=1, momentum=0.9,
                         init="he", seed=0).fit(X, y)
-h = hashlib.sha256(full._theta.tobytes() + mini._theta.tobytes()).hexdigest()
-print(numba.get_num_threads(), h)
+h = hashlib.sha256()
+for net in (full, double, mini):
+    h.update(net._theta.tobytes())
+    h.update(net.predict_proba(X[:500]).tobytes())
+    h.update(b"".join(g.tobytes() for part in net.gradients(X[:300], y[:300]) for g in part))
+cached = [f for f in vars(kernels).values() if getattr(f, "_cache", None).__class__.__name__
+          == "FunctionCache"]
+hits = sum(sum(f.stats.cache_hits.values()) for f in cached)
+misses = sum(sum(f.stats.cache_misses.values()) for f in cached)
+print(numba.get_num_threads(), h.hexdigest(), hits, misses)
 """
+
+
+def run_determinism_script(**env: str) -> list[str]:
+    """Run :data:`DETERMINISM_SCRIPT` in a new process with ``env`` added to the environment:
+    ``[threads, digest, kernels loaded from the cache, kernels compiled]``."""
+    return subprocess.run(
+        [sys.executable, "-c", DETERMINISM_SCRIPT],
+        env=dict(os.environ, MNISTNN_PROGRESS="0", **env),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=900,
+    ).stdout.split()
 
 
 def test_bit_identical_whatever_the_thread_count():
     digests = {}
     for threads in ("1", "2", "3"):
-        env = dict(os.environ, NUMBA_NUM_THREADS=threads, MNISTNN_PROGRESS="0")
-        out = subprocess.run(
-            [sys.executable, "-c", DETERMINISM_SCRIPT],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=600,
-        ).stdout.split()
+        out = run_determinism_script(NUMBA_NUM_THREADS=threads)
         assert out[0] == threads
         digests[threads] = out[1]
     assert len(set(digests.values())) == 1, digests
+
+
+def test_bit_identical_whether_compiled_or_loaded_from_cache(tmp_path):
+    """The first process compiles the kernels into an empty cache, the second loads them: both
+    train to the same weights (they did not while the kernels allowed fused multiply-adds)."""
+    compiled = run_determinism_script(NUMBA_CACHE_DIR=str(tmp_path))
+    loaded = run_determinism_script(NUMBA_CACHE_DIR=str(tmp_path))
+    assert int(compiled[2]) == 0 and int(compiled[3]) > 0  # nothing cached yet: all compiled
+    assert int(loaded[2]) > 0 and int(loaded[3]) == 0  # all loaded from the cache
+    assert compiled[1] == loaded[1]
 
 
 def test_fresh_network_is_at_chance_and_has_public_parameters():
