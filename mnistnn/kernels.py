@@ -31,14 +31,17 @@ Determinism: every output element is computed by one thread with a fixed summati
 where partial sums are needed (the weight gradients) the samples are cut into tiles
 whose number depends only on the batch size and are added up in tile order.  Results are
 bit-identical whatever ``NUMBA_NUM_THREADS`` is, and whether this process compiled the kernels
-or loaded them from the cache: the kernels let LLVM reorder sums but not fuse multiply-adds
-(see ``FASTMATH``).
+or loaded them from the cache: the kernels let LLVM reorder sums, and multiply-adds are fused
+only where the code says so (see ``FASTMATH`` and ``_fma``).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 __all__ = [
     "layout",
@@ -59,11 +62,32 @@ MAX_GRAD_TILES = 16  # partial weight gradients per batch (fixed: independent of
 PIXEL_SCALE = 1.0 / 255.0
 SPARSE_MIN_WIDTH = 64  # first layers at least this wide work on the nonzero pixels only
 # LLVM may reorder sums (to vectorize dot products) and ignore the sign of zero, but not fuse
-# a*b + c into one FMA.  A parallel kernel's loop body is optimized once on its own and once more
-# inside the kernel; the compiling process runs the first copy, Numba's cache keeps the second.
-# With fusing allowed the two copies fuse differently and round differently (with "fastmath=True"
-# a process that compiled the kernels trained to other weights than one that loaded them).
+# a*b + c into one FMA on its own.  A parallel kernel's loop body is optimized once on its own and
+# once more inside the kernel; the compiling process runs the first copy, Numba's cache keeps the
+# second.  With fusing left to LLVM the two copies fuse differently and round differently (with
+# "fastmath=True" a process that compiled the kernels trained to other weights than one that
+# loaded them).  The multiply-adds that matter are fused on purpose instead, with _fma.
 FASTMATH = {"reassoc", "nsz"}
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """``a * b + c`` as one fused multiply-add (LLVM's ``fmuladd``), for three floats of one type.
+
+    Explicit, so every compiled copy of a kernel fuses the same operations; ``reassoc`` lets a
+    chain of them be a vectorized dot product.
+    """
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+    sig = a(a, a, a)
+
+    def codegen(context, builder, signature, args):
+        t = args[0].type
+        fnty = ir.FunctionType(t, [t, t, t])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.fmuladd.f{a.bitwidth}")
+        return builder.call(fn, args, fastmath=("reassoc", "nsz"))
+
+    return sig, codegen
 
 
 def uses_sparse_pixels(sizes) -> bool:
@@ -118,6 +142,12 @@ def _act_size(sizes, m):
 
 
 @njit(cache=True)
+def _partials(tiles, n_tiles, n_rows, n_cols):
+    """View of the start of ``tiles`` as ``n_tiles`` partial gradients ``(n_rows, n_cols)``."""
+    return tiles[: n_tiles * n_rows * n_cols].reshape((n_tiles, n_rows, n_cols))
+
+
+@njit(cache=True)
 def grad_tiles(m):
     """Sample tiles (partial weight gradients) of a batch of ``m`` images:
     ``min(MAX_GRAD_TILES, ceil(m / TILE))``, whatever the number of threads."""
@@ -161,26 +191,39 @@ def sparse_pixels(X):
     return indptr, indices, values
 
 
+@njit(parallel=True, cache=True)
+def _transposed(W):
+    """``W.T`` as a new C-ordered array ``(n_in, n_out)``, copied in parallel blocks of 16
+    columns of ``W`` (one cache line of each row)."""
+    n_out, n_in = W.shape
+    WT = np.empty((n_in, n_out), W.dtype)
+    for kb in prange((n_in + 15) // 16):
+        for k in range(kb * 16, min(n_in, kb * 16 + 16)):
+            for j in range(n_out):
+                WT[k, j] = W[j, k]
+    return WT
+
+
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _sparse_forward(pixels, rows, scale, W, b, relu, Z):
+def _sparse_forward(pixels, rows, scale, WT, b, relu, Z):
     """First layer: ``Z[i] = act(scale * W @ x_i + b)``, ``x_i`` the pixels of image ``rows[i]``,
-    summed over its nonzero pixels only.  ``W`` ``(n_out, n_in)``, ``Z`` ``(m, n_out)``.
+    summed over its nonzero pixels only.  ``WT = W.T`` ``(n_in, n_out)`` (C order: the weights
+    *from* one pixel are contiguous), ``Z`` ``(m, n_out)``.
     """
     indptr, indices, values = pixels
     m = rows.shape[0]
-    n_out = W.shape[0]
-    WT = np.ascontiguousarray(W.T)  # (n_in, n_out): the weights *from* one pixel are contiguous
-    zero = W.dtype.type(0)
+    n_out = WT.shape[1]
+    zero = WT.dtype.type(0)
     for t in prange((m + TILE - 1) // TILE):
-        z = np.empty(n_out, W.dtype)
+        z = np.empty(n_out, WT.dtype)
         for i in range(t * TILE, min(m, (t + 1) * TILE)):
             for j in range(n_out):
                 z[j] = zero
             for q in range(indptr[rows[i]], indptr[rows[i] + 1]):
-                v = W.dtype.type(values[q])
+                v = WT.dtype.type(values[q])
                 k = indices[q]
                 for j in range(n_out):
-                    z[j] += v * WT[k, j]
+                    z[j] = _fma(v, WT[k, j], z[j])
             for j in range(n_out):
                 out = z[j] * scale + b[j]
                 Z[i, j] = max(out, zero) if relu else out
@@ -204,39 +247,48 @@ def _sparse_grad_tiles(dZ, pixels, rows, partial):
                 v = partial.dtype.type(values[q])
                 k = indices[q]
                 for j in range(n_out):
-                    acc[k, j] += v * dZ[i, j]
+                    acc[k, j] = _fma(v, dZ[i, j], acc[k, j])
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _dense_forward(A, rows, scale, W, b, relu, Z):
     """``Z[i] = act(scale * W @ A[rows[i]] + b)``; ``A`` ``(N, n_in)`` (uint8 pixels or float
-    activations), ``W`` ``(n_out, n_in)``, ``Z`` ``(m, n_out)`` with ``m = len(rows)``."""
+    activations), ``W`` ``(n_out, n_in)``, ``Z`` ``(m, n_out)`` with ``m = len(rows)``.
+
+    Two units times four samples at a time: six loads per eight multiply-adds.
+    """
     m = rows.shape[0]
     n_out, n_in = W.shape
     zero = W.dtype.type(0)
     for t in prange((m + TILE - 1) // TILE):
-        x = np.empty((4, n_in), W.dtype)  # four samples at a time: one W load, four products
+        x = np.empty((4, n_in), W.dtype)  # four samples, converted once
+        s = np.empty((n_out, 4), W.dtype)  # their dot products with every unit
         for i0 in range(t * TILE, min(m, (t + 1) * TILE), 4):
             nb = min(4, m - i0)
             for r in range(4):
                 src = rows[i0 + min(r, nb - 1)]
                 for k in range(n_in):
                     x[r, k] = A[src, k]
-            x0, x1, x2, x3 = x[0], x[1], x[2], x[3]
-            for j in range(n_out):
-                s0 = zero
-                s1 = zero
-                s2 = zero
-                s3 = zero
+            for j in range(0, n_out, 2):
+                u = min(j + 1, n_out - 1)  # an odd n_out computes its last unit twice
+                s0 = s1 = s2 = s3 = zero
+                u0 = u1 = u2 = u3 = zero
                 for k in range(n_in):
-                    w = W[j, k]
-                    s0 += w * x0[k]
-                    s1 += w * x1[k]
-                    s2 += w * x2[k]
-                    s3 += w * x3[k]
-                for r in range(nb):
-                    s = s0 if r == 0 else s1 if r == 1 else s2 if r == 2 else s3
-                    z = s * scale + b[j]
+                    x0, x1, x2, x3 = x[0, k], x[1, k], x[2, k], x[3, k]
+                    w, v = W[j, k], W[u, k]
+                    s0 = _fma(w, x0, s0)
+                    s1 = _fma(w, x1, s1)
+                    s2 = _fma(w, x2, s2)
+                    s3 = _fma(w, x3, s3)
+                    u0 = _fma(v, x0, u0)
+                    u1 = _fma(v, x1, u1)
+                    u2 = _fma(v, x2, u2)
+                    u3 = _fma(v, x3, u3)
+                s[j, 0], s[j, 1], s[j, 2], s[j, 3] = s0, s1, s2, s3
+                s[u, 0], s[u, 1], s[u, 2], s[u, 3] = u0, u1, u2, u3
+            for r in range(nb):
+                for j in range(n_out):
+                    z = s[j, r] * scale + b[j]
                     Z[i0 + r, j] = max(z, zero) if relu else z
 
 
@@ -273,8 +325,11 @@ def _softmax_xent(Z, y, rows, inv_m, losses, correct):
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _dense_grad_tiles(dZ, A, rows, scale, partial):
     """Tile ``t`` of the ``partial.shape[0]`` sample tiles sets ``partial[t]`` ``(n_out, n_in)``
-    to ``scale * dZ[tile]^T A[rows[tile]]``: it converts its inputs once and adds them four
-    samples at a time."""
+    to ``scale * dZ[tile]^T A[rows[tile]]``.
+
+    It converts four samples at a time once and adds them to two units' rows at a time: six loads
+    per eight multiply-adds.
+    """
     m, n_out = dZ.shape
     n_tiles, n_in = partial.shape[0], partial.shape[2]
     zero = partial.dtype.type(0)
@@ -284,6 +339,8 @@ def _dense_grad_tiles(dZ, A, rows, scale, partial):
             for k in range(n_in):
                 acc[j, k] = zero
         x = np.empty((4, n_in), partial.dtype)
+        g = np.zeros((n_out + 1, 4), partial.dtype)  # scaled deltas; row n_out stays zero
+        spare = np.zeros(n_in, partial.dtype)  # the last unit's partner when n_out is odd
         lo = t * m // n_tiles
         hi = (t + 1) * m // n_tiles
         for i0 in range(lo, hi, 4):
@@ -292,17 +349,23 @@ def _dense_grad_tiles(dZ, A, rows, scale, partial):
                 src = rows[i0 + min(r, nb - 1)]
                 for k in range(n_in):
                     x[r, k] = A[src, k]
-            x0, x1, x2, x3 = x[0], x[1], x[2], x[3]
-            for j in range(n_out):
-                g0 = dZ[i0, j] * scale
-                g1 = dZ[i0 + 1, j] * scale if nb > 1 else zero
-                g2 = dZ[i0 + 2, j] * scale if nb > 2 else zero
-                g3 = dZ[i0 + 3, j] * scale if nb > 3 else zero
-                if g0 == zero and g1 == zero and g2 == zero and g3 == zero:
-                    continue  # four inactive ReLUs: nothing to add
+                for j in range(n_out):
+                    g[j, r] = dZ[i0 + r, j] * scale if r < nb else zero
+            for j in range(0, n_out, 2):
+                u = min(j + 1, n_out)
+                active = False
+                for r in range(4):
+                    active |= g[j, r] != zero or g[u, r] != zero
+                if not active:
+                    continue  # inactive ReLUs: nothing to add
+                g0, g1, g2, g3 = g[j, 0], g[j, 1], g[j, 2], g[j, 3]
+                h0, h1, h2, h3 = g[u, 0], g[u, 1], g[u, 2], g[u, 3]
                 a = acc[j]
+                c = acc[u] if u < n_out else spare
                 for k in range(n_in):
-                    a[k] += g0 * x0[k] + g1 * x1[k] + g2 * x2[k] + g3 * x3[k]
+                    x0, x1, x2, x3 = x[0, k], x[1, k], x[2, k], x[3, k]
+                    a[k] = _fma(g3, x3, _fma(g2, x2, _fma(g1, x1, _fma(g0, x0, a[k]))))
+                    c[k] = _fma(h3, x3, _fma(h2, x2, _fma(h1, x1, _fma(h0, x0, c[k]))))
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
@@ -348,7 +411,7 @@ def _dense_backprop(dZ, W, A_prev):
                 g = dZ[i, j]
                 if g != zero:
                     for k in range(n_in):
-                        row[k] += g * W[j, k]
+                        row[k] = _fma(g, W[j, k], row[k])
             for k in range(n_in):
                 A_prev[i, k] = row[k] if A_prev[i, k] > zero else zero
 
@@ -371,7 +434,7 @@ def forward(theta, off, sizes, X, pixels, rows, buf):
     if pixels is None:
         _dense_forward(X, rows, scale, W, b, L > 1, Z)
     else:
-        _sparse_forward(pixels, rows, scale, W, b, L > 1, Z)
+        _sparse_forward(pixels, rows, scale, _transposed(W), b, L > 1, Z)
     for layer in range(2, L + 1):
         W, b = _wb(theta, off, sizes, layer)
         A = Z
@@ -400,7 +463,7 @@ def backward(theta, off, sizes, X, pixels, y, rows, buf, grad, losses, correct):
         dW, db = _wb(grad, off, sizes, layer)
         _bias_grad(dZ, db)
         A_prev = _act(buf, sizes, layer - 1, m)
-        partial = tiles[: n_tiles * dW.size].reshape((n_tiles, dW.shape[0], dW.shape[1]))
+        partial = _partials(tiles, n_tiles, dW.shape[0], dW.shape[1])
         _dense_grad_tiles(dZ, A_prev, identity, one, partial)
         _reduce_tiles(partial, False, one, dW)
         W, _ = _wb(theta, off, sizes, layer)
@@ -410,11 +473,11 @@ def backward(theta, off, sizes, X, pixels, y, rows, buf, grad, losses, correct):
     _bias_grad(dZ, db)
     scale = theta.dtype.type(PIXEL_SCALE)
     if pixels is None:
-        partial = tiles[: n_tiles * dW.size].reshape((n_tiles, dW.shape[0], dW.shape[1]))
+        partial = _partials(tiles, n_tiles, dW.shape[0], dW.shape[1])
         _dense_grad_tiles(dZ, X, rows, scale, partial)
         _reduce_tiles(partial, False, one, dW)
     else:  # the nonzero pixels only; the partials are stored transposed
-        partial = tiles[: n_tiles * dW.size].reshape((n_tiles, dW.shape[1], dW.shape[0]))
+        partial = _partials(tiles, n_tiles, dW.shape[1], dW.shape[0])
         _sparse_grad_tiles(dZ, pixels, rows, partial)
         _reduce_tiles(partial, True, scale, dW)
     total = 0.0
@@ -423,16 +486,18 @@ def backward(theta, off, sizes, X, pixels, y, rows, buf, grad, losses, correct):
     return total / m
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def _update(theta, grad, velocity, alpha, momentum):
     """SGD with momentum: ``v = momentum * v - alpha * g``, ``theta += v`` (plain GD if 0).
 
     Returns False, changing nothing, if the step would make any parameter non-finite.
     """
-    for p in range(theta.shape[0]):
-        if not np.isfinite(theta[p] + (momentum * velocity[p] - alpha * grad[p])):
-            return False
-    for p in range(theta.shape[0]):
+    bad = 0
+    for p in prange(theta.shape[0]):
+        bad += not np.isfinite(theta[p] + (momentum * velocity[p] - alpha * grad[p]))
+    if bad:
+        return False
+    for p in prange(theta.shape[0]):
         velocity[p] = momentum * velocity[p] - alpha * grad[p]
         theta[p] += velocity[p]
     return True

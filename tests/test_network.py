@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 import pytest
+from numba.core.caching import FunctionCache
 
 from mnistnn import (
     ModelFormatError,
@@ -251,6 +252,7 @@ def test_same_seed_same_result_other_seed_other_result():
 
 DETERMINISM_SCRIPT = """
 import hashlib, numpy as np, numba
+from numba.core.caching import FunctionCache
 from mnistnn import NNetworkExtended, NNetworkMinimal, kernels
 rng = np.random.default_rng(0)
 X = (rng.random((3000, 784)) < 0.2) * rng.integers(0, 256, (3000, 784))
@@ -265,8 +267,8 @@ for net in (full, double, mini):
     h.update(net._theta.tobytes())
     h.update(net.predict_proba(X[:500]).tobytes())
     h.update(b"".join(g.tobytes() for part in net.gradients(X[:300], y[:300]) for g in part))
-cached = [f for f in vars(kernels).values() if getattr(f, "_cache", None).__class__.__name__
-          == "FunctionCache"]
+cached = [f for f in vars(kernels).values()
+          if isinstance(getattr(f, "_cache", None), FunctionCache)]
 hits = sum(sum(f.stats.cache_hits.values()) for f in cached)
 misses = sum(sum(f.stats.cache_misses.values()) for f in cached)
 print(numba.get_num_threads(), h.hexdigest(), hits, misses)
@@ -400,4 +402,4 @@ def test_loading_a_corrupt_model_file_is_a_clear_error(tmp_path):
 def test_kernels_cache_on_disk():
     """The compiled kernels are cached (second kernel start is quick)."""
     for fn in (kernels._dense_forward, kernels._sparse_grad_tiles, kernels._reduce_tiles):
-        assert fn._cache is not None and fn._cache.__class__.__name__ == "FunctionCache"
+        assert isinstance(fn._cache, FunctionCache)
