@@ -17,10 +17,12 @@ The math, with samples as rows (the write-up's matrices transposed, ``I = X.T``)
 
 The first layer reads the raw ``uint8`` pixels and scales them by ``1/255`` inside the kernel, so
 no float copy of the dataset is ever made.  Most pixels are zero (about 81% in MNIST, 50% in
-Fashion-MNIST) and contribute nothing to ``A_0 W_1^T`` or ``dZ_1^T A_0``, so a wide first layer
-works on the nonzero pixels only: :func:`sparse_pixels` lists them once per ``fit``/``predict``
-(a compressed-row view of the same ``uint8`` values, smaller than the images themselves).  A
-narrow first layer reads the dense pixels four images at a time instead (fewer, regular loads).
+Fashion-MNIST) and contribute nothing to ``A_0 W_1^T`` or ``dZ_1^T A_0``, so the first layer
+usually works on the nonzero pixels only: :func:`sparse_pixels` lists them once per
+``fit``/``predict`` (a compressed-row view of the same ``uint8`` values).  A narrow first layer
+(at most 16 units, like the write-up's 10) handles all its units at once per pixel, in one
+:class:`~mnistnn.simd.Vec16`; a wide one (64 units or more) loops over them; one in between
+reads the dense pixels four images at a time (see :func:`uses_sparse_pixels`).
 
 Caching: the parallel kernels are compiled once per machine (Numba's on-disk cache); the small
 driver functions that call them (``forward``, ``backward``, ``full_batch_step``, ...) are
@@ -32,16 +34,15 @@ where partial sums are needed (the weight gradients) the samples are cut into ti
 whose number depends only on the batch size and are added up in tile order.  Results are
 bit-identical whatever ``NUMBA_NUM_THREADS`` is, and whether this process compiled the kernels
 or loaded them from the cache: the kernels let LLVM reorder sums, and multiply-adds are fused
-only where the code says so (see ``FASTMATH`` and ``_fma``).
+only where the code says so (see ``FASTMATH`` and :mod:`mnistnn.simd`).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit, prange
+
+from mnistnn.simd import LANES, fma, vadd, vfma, vload, vstore, vzeros
 
 __all__ = [
     "layout",
@@ -60,43 +61,26 @@ __all__ = [
 TILE = 64  # samples per parallel work item
 MAX_GRAD_TILES = 16  # partial weight gradients per batch (fixed: independent of threads)
 PIXEL_SCALE = 1.0 / 255.0
-SPARSE_MIN_WIDTH = 64  # first layers at least this wide work on the nonzero pixels only
+ALIGN_BYTES = 64  # a cache line
+ALIGN = 16  # elements of slack that let an array start on a cache line (float32 or float64)
+SPARSE_MIN_WIDTH = 64  # wider first layers than LANES work on the nonzero pixels from this width
 # LLVM may reorder sums (to vectorize dot products) and ignore the sign of zero, but not fuse
 # a*b + c into one FMA on its own.  A parallel kernel's loop body is optimized once on its own and
 # once more inside the kernel; the compiling process runs the first copy, Numba's cache keeps the
 # second.  With fusing left to LLVM the two copies fuse differently and round differently (with
 # "fastmath=True" a process that compiled the kernels trained to other weights than one that
-# loaded them).  The multiply-adds that matter are fused on purpose instead, with _fma.
+# loaded them).  The multiply-adds that matter are fused on purpose instead (simd.fma, vfma).
 FASTMATH = {"reassoc", "nsz"}
 
 
-@intrinsic
-def _fma(typingctx, a, b, c):
-    """``a * b + c`` as one fused multiply-add (LLVM's ``fmuladd``), for three floats of one type.
-
-    Explicit, so every compiled copy of a kernel fuses the same operations; ``reassoc`` lets a
-    chain of them be a vectorized dot product.
-    """
-    if not (isinstance(a, types.Float) and a == b == c):
-        return None
-    sig = a(a, a, a)
-
-    def codegen(context, builder, signature, args):
-        t = args[0].type
-        fnty = ir.FunctionType(t, [t, t, t])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.fmuladd.f{a.bitwidth}")
-        return builder.call(fn, args, fastmath=("reassoc", "nsz"))
-
-    return sig, codegen
-
-
 def uses_sparse_pixels(sizes) -> bool:
-    """Whether the first layer is wide enough to gain from skipping zero pixels.
+    """Whether the first layer works on the nonzero pixels only (:func:`sparse_pixels`).
 
-    A narrow layer (the write-up's 10 units) does a few operations per pixel, so listing the
-    nonzero pixels costs more than it saves; a wide one does hundreds per pixel.
+    Yes for a narrow layer (at most ``LANES`` units: one vector multiply-add per nonzero pixel)
+    and for a wide one (``SPARSE_MIN_WIDTH`` units or more: hundreds of operations per pixel).
+    In between, reading every pixel four images at a time is quicker than looping over units.
     """
-    return int(sizes[1]) >= SPARSE_MIN_WIDTH
+    return int(sizes[1]) <= LANES or int(sizes[1]) >= SPARSE_MIN_WIDTH
 
 
 def layout(sizes: tuple[int, ...] | list[int]) -> np.ndarray:
@@ -148,6 +132,20 @@ def _partials(tiles, n_tiles, n_rows, n_cols):
 
 
 @njit(cache=True)
+def _aligned(a):
+    """``a[s:]`` (1-D), with ``0 <= s < ALIGN`` chosen so that it starts on a cache line: a row of
+    16 lanes is then read in one piece, not two."""
+    skip = (-(a.ctypes.data // a.itemsize)) % (ALIGN_BYTES // a.itemsize)
+    return a[skip:]
+
+
+@njit(cache=True)
+def _aligned_zeros(rows, cols, dtype):
+    """A new zero array ``(rows, cols)`` that starts on a cache line (see :func:`_aligned`)."""
+    return _aligned(np.zeros(rows * cols + ALIGN, dtype))[: rows * cols].reshape((rows, cols))
+
+
+@njit(cache=True)
 def grad_tiles(m):
     """Sample tiles (partial weight gradients) of a batch of ``m`` images:
     ``min(MAX_GRAD_TILES, ceil(m / TILE))``, whatever the number of threads."""
@@ -158,8 +156,10 @@ def work_size(sizes, m: int, gradients: bool = True) -> int:
     """Floats of work buffer the kernels need for batches of up to ``m`` images: the activations,
     plus (for :func:`backward`) the partial gradients of the largest weight matrix."""
     sizes = np.asarray(sizes, dtype=np.int64)
-    largest = int(np.max(sizes[1:] * sizes[:-1]))
-    return int(_act_size(sizes, m)) + (int(grad_tiles(m)) * largest if gradients else 0)
+    widths = np.maximum(sizes[1:], LANES)  # a narrow layer's partials are padded to LANES
+    largest = int(np.max(widths * sizes[:-1]))
+    partials = int(grad_tiles(m)) * largest + ALIGN  # + room to start them on a cache line
+    return int(_act_size(sizes, m)) + (partials if gradients else 0)
 
 
 @njit(parallel=True, cache=True)
@@ -192,16 +192,26 @@ def sparse_pixels(X):
 
 
 @njit(parallel=True, cache=True)
-def _transposed(W):
-    """``W.T`` as a new C-ordered array ``(n_in, n_out)``, copied in parallel blocks of 16
-    columns of ``W`` (one cache line of each row)."""
+def _transposed(W, width):
+    """``W.T`` as a new C-ordered array ``(n_in, width)``, ``width >= n_out``, padded with zero
+    columns; copied in parallel blocks of 16 columns of ``W`` (one cache line of each row)."""
     n_out, n_in = W.shape
-    WT = np.empty((n_in, n_out), W.dtype)
+    WT = _aligned_zeros(n_in, width, W.dtype)
     for kb in prange((n_in + 15) // 16):
         for k in range(kb * 16, min(n_in, kb * 16 + 16)):
             for j in range(n_out):
                 WT[k, j] = W[j, k]
     return WT
+
+
+@njit(cache=True)
+def _padded(W, width):
+    """``W`` ``(n_out, n_in)`` as a new array ``(n_out, width)``, ``width >= n_in``, padded with
+    zero columns."""
+    n_out, n_in = W.shape
+    Wp = _aligned_zeros(n_out, width, W.dtype)
+    Wp[:, :n_in] = W
+    return Wp
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
@@ -223,10 +233,131 @@ def _sparse_forward(pixels, rows, scale, WT, b, relu, Z):
                 v = WT.dtype.type(values[q])
                 k = indices[q]
                 for j in range(n_out):
-                    z[j] = _fma(v, WT[k, j], z[j])
+                    z[j] = fma(v, WT[k, j], z[j])
             for j in range(n_out):
                 out = z[j] * scale + b[j]
                 Z[i, j] = max(out, zero) if relu else out
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _narrow_forward(pixels, rows, scale, WT, b, relu, Z):
+    """First layer of at most 16 units: ``Z[i] = act(scale * W @ x_i + b)`` over the nonzero
+    pixels of image ``rows[i]``, all units at once in a :class:`~mnistnn.simd.Vec16`.
+    ``WT`` ``(n_in, 16)``: ``W.T`` padded with zero columns; ``Z`` ``(m, n_out)``.
+
+    Four sums (over every fourth nonzero pixel) run side by side, so one multiply-add need not
+    wait for the one before it.
+    """
+    indptr, indices, values = pixels
+    m = rows.shape[0]
+    n_out = Z.shape[1]
+    zero = WT.dtype.type(0)
+    for t in prange((m + TILE - 1) // TILE):
+        z = np.empty((1, LANES), WT.dtype)
+        for i in range(t * TILE, min(m, (t + 1) * TILE)):
+            lo, hi = indptr[rows[i]], indptr[rows[i] + 1]
+            cols, vals = indices[lo:hi], values[lo:hi]  # from 0: no negative-index checks
+            s0, s1, s2, s3 = vzeros(WT), vzeros(WT), vzeros(WT), vzeros(WT)
+            for h in range((hi - lo) // 4):
+                p = 4 * h
+                s0 = vfma(WT.dtype.type(vals[p]), vload(WT, cols[p], 0), s0)
+                s1 = vfma(WT.dtype.type(vals[p + 1]), vload(WT, cols[p + 1], 0), s1)
+                s2 = vfma(WT.dtype.type(vals[p + 2]), vload(WT, cols[p + 2], 0), s2)
+                s3 = vfma(WT.dtype.type(vals[p + 3]), vload(WT, cols[p + 3], 0), s3)
+            for p in range((hi - lo) // 4 * 4, hi - lo):
+                s0 = vfma(WT.dtype.type(vals[p]), vload(WT, cols[p], 0), s0)
+            vstore(z, 0, 0, vadd(vadd(s0, s1), vadd(s2, s3)))
+            for j in range(n_out):
+                out = z[0, j] * scale + b[j]
+                Z[i, j] = max(out, zero) if relu else out
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _narrow_grad_tiles(dZ, pixels, rows, partial):
+    """First layer of at most 16 units: tile ``t`` of the ``partial.shape[0]`` sample tiles sets
+    ``partial[t]`` ``(n_in, 16)`` to ``X[tile]^T dZ[tile]`` (columns ``n_out..15`` zero), one
+    :class:`~mnistnn.simd.Vec16` multiply-add per nonzero pixel."""
+    indptr, indices, values = pixels
+    m, n_out = dZ.shape
+    n_tiles, n_in = partial.shape[0], partial.shape[1]
+    zero = partial.dtype.type(0)
+    for t in prange(n_tiles):
+        acc = partial[t]
+        for k in range(n_in):
+            vstore(acc, k, 0, vzeros(acc))
+        g = np.zeros((1, LANES), partial.dtype)
+        for i in range(t * m // n_tiles, (t + 1) * m // n_tiles):
+            active = False
+            for j in range(n_out):
+                g[0, j] = dZ[i, j]
+                active |= dZ[i, j] != zero
+            if not active:
+                continue  # every unit inactive (ReLU): nothing to add
+            delta = vload(g, 0, 0)
+            lo, hi = indptr[rows[i]], indptr[rows[i] + 1]
+            cols, vals = indices[lo:hi], values[lo:hi]
+            for p in range(hi - lo):
+                k = cols[p]
+                vstore(acc, k, 0, vfma(partial.dtype.type(vals[p]), delta, vload(acc, k, 0)))
+
+
+@njit(cache=True)
+def _row_times(a, i, M):
+    """``a[i] @ M`` as a :class:`~mnistnn.simd.Vec16`: row ``i`` of ``a`` ``(m, n)`` times ``M``
+    ``(n, 16)``, one vector multiply-add per entry of the row."""
+    s = vzeros(M)
+    for k in range(a.shape[1]):
+        s = vfma(a[i, k], vload(M, k, 0), s)
+    return s
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _narrow_dense_forward(A, WT, b, relu, Z):
+    """A later layer of at most 16 units: ``Z[i] = act(W @ A[i] + b)``, all units at once per
+    input in a :class:`~mnistnn.simd.Vec16`.  ``A`` ``(m, n_in)`` activations, ``WT``
+    ``(n_in, 16)``: ``W.T`` padded with zero columns; ``Z`` ``(m, n_out)``."""
+    m, n_out = Z.shape
+    zero = WT.dtype.type(0)
+    for t in prange((m + TILE - 1) // TILE):
+        z = np.empty((1, LANES), WT.dtype)
+        for i in range(t * TILE, min(m, (t + 1) * TILE)):
+            vstore(z, 0, 0, _row_times(A, i, WT))
+            for j in range(n_out):
+                out = z[0, j] + b[j]
+                Z[i, j] = max(out, zero) if relu else out
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _narrow_dense_grad_tiles(dZ, A, partial):
+    """A later layer of at most 16 units: tile ``t`` of the ``partial.shape[0]`` sample tiles
+    sets ``partial[t]`` ``(n_in, 16)`` to ``A[tile]^T dZ[tile]`` (columns ``n_out..15`` zero)."""
+    m, n_out = dZ.shape
+    n_tiles, n_in = partial.shape[0], partial.shape[1]
+    for t in prange(n_tiles):
+        acc = partial[t]
+        for k in range(n_in):
+            vstore(acc, k, 0, vzeros(acc))
+        g = np.zeros((1, LANES), partial.dtype)
+        for i in range(t * m // n_tiles, (t + 1) * m // n_tiles):
+            for j in range(n_out):
+                g[0, j] = dZ[i, j]
+            delta = vload(g, 0, 0)
+            for k in range(n_in):
+                vstore(acc, k, 0, vfma(A[i, k], delta, vload(acc, k, 0)))
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _narrow_backprop(dZ, Wp, A_prev):
+    """Overwrite ``A_prev`` ``(m, n_in)``, ``n_in <= 16``, with ``dZ_prev = (dZ W) * [A_prev > 0]``;
+    ``Wp`` ``(n_out, 16)``: ``W`` padded with zero columns."""
+    m, n_in = A_prev.shape
+    zero = Wp.dtype.type(0)
+    for t in prange((m + TILE - 1) // TILE):
+        row = np.empty((1, LANES), Wp.dtype)
+        for i in range(t * TILE, min(m, (t + 1) * TILE)):
+            vstore(row, 0, 0, _row_times(dZ, i, Wp))  # dZ[i] @ W, padded
+            for k in range(n_in):
+                A_prev[i, k] = row[0, k] if A_prev[i, k] > zero else zero
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
@@ -247,7 +378,7 @@ def _sparse_grad_tiles(dZ, pixels, rows, partial):
                 v = partial.dtype.type(values[q])
                 k = indices[q]
                 for j in range(n_out):
-                    acc[k, j] = _fma(v, dZ[i, j], acc[k, j])
+                    acc[k, j] = fma(v, dZ[i, j], acc[k, j])
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
@@ -276,14 +407,14 @@ def _dense_forward(A, rows, scale, W, b, relu, Z):
                 for k in range(n_in):
                     x0, x1, x2, x3 = x[0, k], x[1, k], x[2, k], x[3, k]
                     w, v = W[j, k], W[u, k]
-                    s0 = _fma(w, x0, s0)
-                    s1 = _fma(w, x1, s1)
-                    s2 = _fma(w, x2, s2)
-                    s3 = _fma(w, x3, s3)
-                    u0 = _fma(v, x0, u0)
-                    u1 = _fma(v, x1, u1)
-                    u2 = _fma(v, x2, u2)
-                    u3 = _fma(v, x3, u3)
+                    s0 = fma(w, x0, s0)
+                    s1 = fma(w, x1, s1)
+                    s2 = fma(w, x2, s2)
+                    s3 = fma(w, x3, s3)
+                    u0 = fma(v, x0, u0)
+                    u1 = fma(v, x1, u1)
+                    u2 = fma(v, x2, u2)
+                    u3 = fma(v, x3, u3)
                 s[j, 0], s[j, 1], s[j, 2], s[j, 3] = s0, s1, s2, s3
                 s[u, 0], s[u, 1], s[u, 2], s[u, 3] = u0, u1, u2, u3
             for r in range(nb):
@@ -364,8 +495,8 @@ def _dense_grad_tiles(dZ, A, rows, scale, partial):
                 c = acc[u] if u < n_out else spare
                 for k in range(n_in):
                     x0, x1, x2, x3 = x[0, k], x[1, k], x[2, k], x[3, k]
-                    a[k] = _fma(g3, x3, _fma(g2, x2, _fma(g1, x1, _fma(g0, x0, a[k]))))
-                    c[k] = _fma(h3, x3, _fma(h2, x2, _fma(h1, x1, _fma(h0, x0, c[k]))))
+                    a[k] = fma(g3, x3, fma(g2, x2, fma(g1, x1, fma(g0, x0, a[k]))))
+                    c[k] = fma(h3, x3, fma(h2, x2, fma(h1, x1, fma(h0, x0, c[k]))))
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
@@ -373,7 +504,8 @@ def _reduce_tiles(partial, transposed, scale, dW):
     """``dW = scale * (partial[0] + partial[1] + ...)`` ``(n_out, n_in)``, added in tile order so
     the result is the same for any thread count; ``transposed``: the partials are
     ``(n_in, n_out)``."""
-    n_tiles, n_rows, n_cols = partial.shape
+    n_tiles, n_rows = partial.shape[0], partial.shape[1]
+    n_cols = dW.shape[0] if transposed else dW.shape[1]  # transposed partials may be padded
     for r in prange(n_rows):  # read the partials in storage order
         for c in range(n_cols):
             s = partial[0, r, c]
@@ -411,7 +543,7 @@ def _dense_backprop(dZ, W, A_prev):
                 g = dZ[i, j]
                 if g != zero:
                     for k in range(n_in):
-                        row[k] = _fma(g, W[j, k], row[k])
+                        row[k] = fma(g, W[j, k], row[k])
             for k in range(n_in):
                 A_prev[i, k] = row[k] if A_prev[i, k] > zero else zero
 
@@ -433,13 +565,18 @@ def forward(theta, off, sizes, X, pixels, rows, buf):
     Z = _act(buf, sizes, 1, m)
     if pixels is None:
         _dense_forward(X, rows, scale, W, b, L > 1, Z)
+    elif W.shape[0] <= LANES:
+        _narrow_forward(pixels, rows, scale, _transposed(W, LANES), b, L > 1, Z)
     else:
-        _sparse_forward(pixels, rows, scale, _transposed(W), b, L > 1, Z)
+        _sparse_forward(pixels, rows, scale, _transposed(W, W.shape[0]), b, L > 1, Z)
     for layer in range(2, L + 1):
         W, b = _wb(theta, off, sizes, layer)
         A = Z
         Z = _act(buf, sizes, layer, m)
-        _dense_forward(A, identity, theta.dtype.type(1.0), W, b, layer < L, Z)
+        if W.shape[0] <= LANES:
+            _narrow_dense_forward(A, _transposed(W, LANES), b, layer < L, Z)
+        else:
+            _dense_forward(A, identity, theta.dtype.type(1.0), W, b, layer < L, Z)
     return Z
 
 
@@ -457,17 +594,25 @@ def backward(theta, off, sizes, X, pixels, y, rows, buf, grad, losses, correct):
     one = theta.dtype.type(1.0)
     dZ = forward(theta, off, sizes, X, pixels, rows, buf)
     _softmax_xent(dZ, y, rows, theta.dtype.type(1.0 / m), losses, correct)
-    tiles = buf[_act_size(sizes, m) :]  # the partial weight gradients of the sample tiles
+    tiles = _aligned(buf[_act_size(sizes, m) :])  # the partial weight gradients of the tiles
     n_tiles = grad_tiles(m)
     for layer in range(L, 1, -1):  # dW_l = dZ_l^T A_{l-1}; dZ_{l-1} = (dZ_l W_l) * [A_{l-1} > 0]
         dW, db = _wb(grad, off, sizes, layer)
         _bias_grad(dZ, db)
         A_prev = _act(buf, sizes, layer - 1, m)
-        partial = _partials(tiles, n_tiles, dW.shape[0], dW.shape[1])
-        _dense_grad_tiles(dZ, A_prev, identity, one, partial)
-        _reduce_tiles(partial, False, one, dW)
+        if dW.shape[0] <= LANES:  # partials transposed and padded
+            partial = _partials(tiles, n_tiles, dW.shape[1], LANES)
+            _narrow_dense_grad_tiles(dZ, A_prev, partial)
+            _reduce_tiles(partial, True, one, dW)
+        else:
+            partial = _partials(tiles, n_tiles, dW.shape[0], dW.shape[1])
+            _dense_grad_tiles(dZ, A_prev, identity, one, partial)
+            _reduce_tiles(partial, False, one, dW)
         W, _ = _wb(theta, off, sizes, layer)
-        _dense_backprop(dZ, W, A_prev)
+        if W.shape[1] <= LANES:
+            _narrow_backprop(dZ, _padded(W, LANES), A_prev)
+        else:
+            _dense_backprop(dZ, W, A_prev)
         dZ = A_prev
     dW, db = _wb(grad, off, sizes, 1)  # dW_1 = dZ_1^T X / 255, from the raw pixels
     _bias_grad(dZ, db)
@@ -476,6 +621,10 @@ def backward(theta, off, sizes, X, pixels, y, rows, buf, grad, losses, correct):
         partial = _partials(tiles, n_tiles, dW.shape[0], dW.shape[1])
         _dense_grad_tiles(dZ, X, rows, scale, partial)
         _reduce_tiles(partial, False, one, dW)
+    elif dW.shape[0] <= LANES:  # the nonzero pixels only; partials transposed and padded
+        partial = _partials(tiles, n_tiles, dW.shape[1], LANES)
+        _narrow_grad_tiles(dZ, pixels, rows, partial)
+        _reduce_tiles(partial, True, scale, dW)
     else:  # the nonzero pixels only; the partials are stored transposed
         partial = _partials(tiles, n_tiles, dW.shape[1], dW.shape[0])
         _sparse_grad_tiles(dZ, pixels, rows, partial)

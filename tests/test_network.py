@@ -65,7 +65,10 @@ def numpy_reference(net: NNetworkExtended, X: np.ndarray, y: np.ndarray):
     return loss, dWs, dbs
 
 
-@pytest.mark.parametrize("hidden", [(10,), (16, 8), (12, 9, 7)])
+@pytest.mark.parametrize(
+    "hidden",  # narrow layers (<= 16 units, Vec16), dense ones (17..63), a sparse wide first one
+    [(10,), (16, 8), (12, 9, 7), (24, 20), (64, 12)],
+)
 def test_gradients_match_numpy_reference(hidden):
     X, y = make_data()
     net = NNetworkExtended(nodes_in=64, hidden_layers=hidden, nodes_out=4, seed=1, dtype="float64")
@@ -401,5 +404,10 @@ def test_loading_a_corrupt_model_file_is_a_clear_error(tmp_path):
 
 def test_kernels_cache_on_disk():
     """The compiled kernels are cached (second kernel start is quick)."""
-    for fn in (kernels._dense_forward, kernels._sparse_grad_tiles, kernels._reduce_tiles):
+    for fn in (
+        kernels._dense_forward,
+        kernels._narrow_forward,
+        kernels._sparse_grad_tiles,
+        kernels._reduce_tiles,
+    ):
         assert isinstance(fn._cache, FunctionCache)

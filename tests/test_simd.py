@@ -1,0 +1,95 @@
+"""Tests of the explicit arithmetic in :mod:`mnistnn.simd`, compiled in small Numba functions.
+
+They check the values (against NumPy in float64) and that wrong types are refused when Numba
+compiles; not that the multiply-adds are fused, which a CPU without FMA may legally skip.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numba import njit
+from numba.core.errors import TypingError
+
+from mnistnn.simd import LANES, fma, vadd, vfma, vload, vstore, vzeros
+
+DTYPES = [np.float32, np.float64]
+
+
+def assert_multiply_add(out, a, b, c):
+    """``out == a * b + c`` up to rounding: within two units in the last place of the terms
+    (a float64 reference rounds twice, so it is itself off by that much when the terms cancel)."""
+    eps = np.finfo(out.dtype).eps
+    ab = a.astype(np.float64) * b
+    bound = 2 * eps * (np.abs(ab) + np.abs(c))
+    assert np.all(np.abs(out - (ab + c)) <= bound)
+
+
+@njit
+def _fma_all(a, b, c, out):
+    for i in range(out.shape[0]):
+        out[i] = fma(a[i], b[i], c[i])
+
+
+@njit
+def _axpy_rows(s, X, Y, out):
+    """``out[i, j:j+16] = s[i] * X[i, j:j+16] + Y[i, j:j+16]`` for j in 0 and 16, via Vec16."""
+    for i in range(X.shape[0]):
+        for j in range(0, X.shape[1], LANES):
+            vstore(out, i, j, vfma(s[i], vload(X, i, j), vload(Y, i, j)))
+
+
+@njit
+def _sum_rows(X, out):
+    """``out[0] = X[0] + X[1] + ...`` (rows of 16), a Vec16 carried through the loop."""
+    acc = vzeros(X)
+    for i in range(X.shape[0]):
+        acc = vadd(acc, vload(X, i, 0))
+    vstore(out, 0, 0, acc)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fma_is_a_times_b_plus_c(dtype):
+    rng = np.random.default_rng(0)
+    a, b, c = (rng.standard_normal(1000).astype(dtype) for _ in range(3))
+    out = np.empty(1000, dtype)
+    _fma_all(a, b, c, out)
+    assert_multiply_add(out, a, b, c)
+
+
+def test_fma_refuses_mixed_or_integer_types():
+    with pytest.raises(TypingError):
+        njit(lambda a, b, c: fma(a, b, c))(np.float32(1), np.float64(2), np.float32(3))
+    with pytest.raises(TypingError):
+        njit(lambda a, b, c: fma(a, b, c))(1, 2, 3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_vector_multiply_add_load_and_store(dtype):
+    rng = np.random.default_rng(1)
+    X, Y = (rng.standard_normal((5, 2 * LANES)).astype(dtype) for _ in range(2))
+    s = rng.standard_normal(5).astype(dtype)
+    out = np.full((5, 2 * LANES), np.nan, dtype)
+    _axpy_rows(s, X, Y, out)
+    assert_multiply_add(out, np.broadcast_to(s[:, None], X.shape), X, Y)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_vector_carried_through_a_loop(dtype):
+    X = np.arange(3 * LANES, dtype=dtype).reshape(3, LANES)
+    out = np.full((1, LANES + 1), -1, dtype)
+    _sum_rows(X, out)
+    np.testing.assert_array_equal(out[0, :LANES], X.sum(axis=0))
+    assert out[0, LANES] == -1  # the lane after the vector is untouched
+
+
+def test_vector_ops_refuse_wrong_types():
+    X32 = np.zeros((2, LANES), np.float32)
+    with pytest.raises(TypingError):  # a vector of float32 with a float64 scalar
+        njit(lambda X: vfma(1.0, vload(X, 0, 0), vload(X, 1, 0)))(X32)
+    with pytest.raises(TypingError):  # storing float32 lanes into a float64 array
+        njit(lambda X, Y: vstore(Y, 0, 0, vload(X, 0, 0)))(X32, np.zeros((2, LANES)))
+    with pytest.raises(TypingError):  # rows that are not contiguous
+        njit(lambda X: vload(X, 0, 0))(np.zeros((LANES, 2), np.float32).T)
+    with pytest.raises(TypingError):  # integers
+        njit(lambda X: vzeros(X))(np.zeros((2, LANES), np.int64))
