@@ -158,7 +158,8 @@ def describe_first_layer(net: mnistnn.NNetworkExtended, X: np.ndarray, spread: s
         )
     else:
         print(
-            "  (b) first layer reads the dense uint8 pixels (narrow: skipping zeros would not pay)"
+            "  (b) first layer reads the dense uint8 pixels "
+            "(skipping zeros does not pay at its width)"
         )
 
 

@@ -552,8 +552,8 @@ def _dense_backprop(dZ, W, A_prev):
 def forward(theta, off, sizes, X, pixels, rows, buf):
     """Forward pass of images ``X[rows]``; returns the logits view ``(m, n_L)`` of ``buf``.
 
-    ``X`` ``(N, n_0)`` raw pixels; ``pixels`` their :func:`sparse_pixels` form when the first
-    layer is wide (see :func:`uses_sparse_pixels`), else ``None``; ``rows`` ``(m,)`` int64;
+    ``X`` ``(N, n_0)`` raw pixels; ``pixels`` their :func:`sparse_pixels` form when
+    :func:`uses_sparse_pixels` says so for this network, else ``None``; ``rows`` ``(m,)`` int64;
     ``buf`` a float work buffer of at least ``m * sum(sizes[1:])`` elements.  Hidden activations
     stay in ``buf`` for :func:`backward`.
     """

@@ -234,10 +234,10 @@ class NNetworkExtended:
         return np.empty(kernels.work_size(self._sizes, m, gradients), dtype=self.dtype)
 
     def _inputs(self, X: np.ndarray) -> tuple[np.ndarray, tuple | None]:
-        """``(X, pixels)`` for the kernels: the nonzero pixels are listed once, for wide first
-        layers only (:func:`mnistnn.kernels.uses_sparse_pixels`)."""
-        wide = kernels.uses_sparse_pixels(self._sizes)
-        return X, kernels.sparse_pixels(X) if wide else None
+        """``(X, pixels)`` for the kernels: the nonzero pixels are listed once, where the first
+        layer works on them (:func:`mnistnn.kernels.uses_sparse_pixels`)."""
+        skip_zeros = kernels.uses_sparse_pixels(self._sizes)
+        return X, kernels.sparse_pixels(X) if skip_zeros else None
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (softmax outputs), shape ``(N, nodes_out)``."""
