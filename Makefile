@@ -25,8 +25,10 @@ STAMP := $(VENV)/.installed
 KERNEL_NAME := mnistnn
 KERNEL_DISPLAY := Python (mnistnn)
 
-# The test run: no progress bars, no debugger warning from the kernels.
-TEST_ENV := MNISTNN_PROGRESS=0 PYDEVD_DISABLE_FILE_VALIDATION=1
+# The test run: no progress bars, no debugger warning from the kernels, and Matplotlib's font
+# cache inside the checkout (a cache left half-written by another checkout's run could otherwise
+# make a notebook print font warnings, which nbval counts as a changed output).
+TEST_ENV := MNISTNN_PROGRESS=0 PYDEVD_DISABLE_FILE_VALIDATION=1 MPLCONFIGDIR=$(CURDIR)/.cache/matplotlib
 
 .DEFAULT_GOAL := install
 .DELETE_ON_ERROR:

@@ -19,7 +19,8 @@ The first layer reads the raw ``uint8`` pixels and scales them by ``1/255`` insi
 no float copy of the dataset is ever made.  Most pixels are zero (about 81% in MNIST, 50% in
 Fashion-MNIST) and contribute nothing to ``A_0 W_1^T`` or ``dZ_1^T A_0``, so the first layer
 usually works on the nonzero pixels only: :func:`sparse_pixels` lists them once per
-``fit``/``predict`` (a compressed-row view of the same ``uint8`` values).  A narrow first layer
+``fit``/``predict`` (compressed rows: a 2-byte column number and the value as a float per nonzero
+pixel, unscaled, so the results are the same as from the ``uint8`` values).  A narrow first layer
 (at most 16 units, like the write-up's 10) handles all its units at once per pixel, in one
 :class:`~mnistnn.simd.Vec16`; a wide one (64 units or more) loops over them; one in between
 reads the dense pixels four images at a time (see :func:`uses_sparse_pixels`).
@@ -42,7 +43,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from mnistnn.simd import LANES, fma, vadd, vfma, vload, vstore, vzeros
+from mnistnn.simd import LANES, compress_nonzero, fma, vadd, vfma, vload, vstore, vzeros
 
 __all__ = [
     "layout",
@@ -162,13 +163,23 @@ def work_size(sizes, m: int, gradients: bool = True) -> int:
     return int(_act_size(sizes, m)) + (partials if gradients else 0)
 
 
-@njit(parallel=True, cache=True)
-def sparse_pixels(X):
+def sparse_pixels(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The nonzero pixels of ``X`` ``(N, n_in)`` in compressed-row form.
 
     Returns ``(indptr, indices, values)``: the nonzero pixels of image ``i`` are at columns
-    ``indices[indptr[i]:indptr[i+1]]`` (int32) with values ``values[...]`` (``X``'s dtype).
+    ``indices[indptr[i]:indptr[i+1]]`` with values ``values[...]``.  Small types that the
+    kernels read fast: ``indices`` uint16 (int32 from 65,537 columns on), ``values`` float32
+    (exact for ``uint8`` pixels; float64 if ``X`` is), so a kernel multiplies each value as
+    loaded instead of converting it first.  ``indptr`` ``(N + 1,)`` int64.
     """
+    index = np.uint16 if X.shape[1] <= 1 << 16 else np.int32
+    value = np.float64 if X.dtype == np.float64 else np.float32
+    return _sparse_pixels(X, index, value)
+
+
+@njit(parallel=True, cache=True)
+def _sparse_pixels(X, index, value):
+    """:func:`sparse_pixels` with the dtypes of ``indices`` and ``values`` given."""
     N, n_in = X.shape
     counts = np.zeros(N, np.int64)
     for i in prange(N):
@@ -179,11 +190,13 @@ def sparse_pixels(X):
     indptr = np.zeros(N + 1, np.int64)
     for i in range(N):
         indptr[i + 1] = indptr[i] + counts[i]
-    indices = np.empty(indptr[N], np.int32)
-    values = np.empty(indptr[N], X.dtype)
+    indices = np.empty(indptr[N], index)
+    values = np.empty(indptr[N], value)
     for i in prange(N):
         q = indptr[i]
-        for k in range(n_in):
+        for k in range(0, n_in - LANES + 1, LANES):  # 16 pixels at a time
+            q += compress_nonzero(X, i, k, indices, values, q)
+        for k in range(n_in - n_in % LANES, n_in):
             if X[i, k] != 0:
                 indices[q] = k
                 values[q] = X[i, k]

@@ -18,6 +18,12 @@ keeps all its units in one ``Vec16``:
     vfma(s, x, acc)     ``s * x + acc``, one fused multiply-add per lane (``s`` a scalar)
     vadd(u, v)          ``u + v``
 
+and to list nonzero pixels (:func:`mnistnn.kernels.sparse_pixels`):
+
+    compress_nonzero(X, i, k, indices, values, q)   the nonzero ones of ``X[i, k:k+16]``, one after
+                        another from ``values[q]`` (their columns from ``indices[q]``); returns
+                        how many there were
+
 The kernels keep every ``vload``/``vstore`` inside arrays whose rows are at least 16 wide.
 """
 
@@ -29,6 +35,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 LANES = 16
+_I32 = ir.IntType(32)
 
 
 class Vec16(types.Type):
@@ -139,13 +146,9 @@ def vfma(typingctx, s, x, acc):
 
     def codegen(context, builder, signature, args):
         vty = args[1].type
-        lane0 = ir.Constant(ir.IntType(32), 0)
-        one = builder.insert_element(ir.Constant(vty, ir.Undefined), args[0], lane0)
-        mask = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
-        splat = builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined), mask)
         name = f"llvm.fmuladd.v{LANES}f{s.bitwidth}"
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), name)
-        return builder.call(fn, [splat, args[1], args[2]])
+        return builder.call(fn, [_splat(builder, args[0]), args[1], args[2]])
 
     return acc(s, x, acc), codegen
 
@@ -160,3 +163,77 @@ def vadd(typingctx, u, v):
         return builder.fadd(args[0], args[1])
 
     return u(u, v), codegen
+
+
+def _splat(builder, value):
+    """LLVM vector of 16 copies of the scalar ``value``."""
+    vty = ir.VectorType(value.type, LANES)
+    one = builder.insert_element(ir.Constant(vty, ir.Undefined), value, ir.Constant(_I32, 0))
+    mask = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
+    return builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined), mask)
+
+
+def _flat(a, dtypes) -> bool:
+    """A C-contiguous 1-D array of one of ``dtypes``."""
+    return isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C" and a.dtype in dtypes
+
+
+@intrinsic
+def compress_nonzero(typingctx, X, i, k, indices, values, q):
+    """Append the nonzero pixels of ``X[i, k:k+16]`` at ``values[q:]`` (converted to the dtype of
+    ``values``) and their column numbers at ``indices[q:]``; returns how many (0..16).
+
+    ``X`` a C-ordered 2-D array of ``uint8``, ``float32`` or ``float64``, ``k + 16 <= n_in``;
+    ``indices`` 1-D ``uint16`` or ``int32``, ``values`` 1-D ``float32`` or ``float64``, with room
+    for the pixels written (no bounds check).  One masked compress-store per array
+    (``vcompressps`` with AVX-512): exactly as many elements are written as are nonzero.
+    """
+    pixel_types = (types.uint8, types.float32, types.float64)
+    if not (isinstance(X, types.Array) and X.ndim == 2 and X.layout == "C"):
+        return None
+    if X.dtype not in pixel_types or not _flat(indices, (types.uint16, types.int32)):
+        return None
+    if not (_flat(values, (types.float32, types.float64)) and isinstance(q, types.Integer)):
+        return None
+    if not (isinstance(i, types.Integer) and isinstance(k, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        Xa, inda, vala = args[0], args[3], args[4]
+        intp = lambda n: context.cast(builder, args[n], signature.args[n], types.intp)  # noqa: E731
+        row, col, at = intp(1), intp(2), intp(5)
+        xs = context.make_array(X)(context, builder, Xa)
+        xptr = cgutils.get_item_pointer(context, builder, X, xs, [row, col])
+        xty = ir.VectorType(context.get_value_type(X.dtype), LANES)
+        x = builder.load(builder.bitcast(xptr, xty.as_pointer()), align=1)
+        if X.dtype == types.uint8:
+            nonzero = builder.icmp_unsigned("!=", x, ir.Constant(xty, [0] * LANES))
+        else:
+            nonzero = builder.fcmp_unordered("!=", x, ir.Constant(xty, [0.0] * LANES))
+        vty = ir.VectorType(context.get_value_type(values.dtype), LANES)
+        if X.dtype == types.uint8:
+            v = builder.uitofp(x, vty)
+        elif X.dtype.bitwidth < values.dtype.bitwidth:
+            v = builder.fpext(x, vty)
+        elif X.dtype.bitwidth > values.dtype.bitwidth:
+            v = builder.fptrunc(x, vty)
+        else:
+            v = x
+        ity = ir.VectorType(context.get_value_type(indices.dtype), LANES)
+        first = builder.trunc(col, ity.element) if ity.element.width < 64 else col
+        columns = builder.add(_splat(builder, first), ir.Constant(ity, list(range(LANES))))
+        for arr_ty, arr, vec in ((values, vala, v), (indices, inda, columns)):
+            a = context.make_array(arr_ty)(context, builder, arr)
+            ptr = cgutils.get_item_pointer(context, builder, arr_ty, a, [at])
+            fnty = ir.FunctionType(ir.VoidType(), [vec.type, ptr.type, nonzero.type])
+            name = f"llvm.masked.compressstore.v{LANES}{'f' if arr_ty is values else 'i'}"
+            name += str(arr_ty.dtype.bitwidth)
+            fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+            builder.call(fn, [vec, ptr, nonzero])
+        bits = builder.bitcast(nonzero, ir.IntType(LANES))
+        ctpop = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(bits.type, [bits.type]), f"llvm.ctpop.i{LANES}"
+        )
+        return builder.zext(builder.call(ctpop, [bits]), context.get_value_type(types.intp))
+
+    return types.intp(X, i, k, indices, values, q), codegen

@@ -114,14 +114,29 @@ def test_float32_gradients_close_to_float64():
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
 
 
-def test_sparse_pixels_lists_every_nonzero_pixel():
-    X, _ = make_data(n=30)
+@pytest.mark.parametrize(
+    ("n_in", "dtype", "index", "value"),
+    [
+        (64, np.uint8, np.uint16, np.float32),  # 16 pixels at a time
+        (61, np.uint8, np.uint16, np.float32),  # and a tail of 13 one at a time
+        (50, np.float32, np.uint16, np.float32),
+        (50, np.float64, np.uint16, np.float64),  # float64 pixels keep their precision
+        ((1 << 16) + 3, np.uint8, np.int32, np.float32),  # too many columns for uint16
+    ],
+)
+def test_sparse_pixels_lists_every_nonzero_pixel(n_in, dtype, index, value):
+    rng = np.random.default_rng(n_in)
+    X = (rng.integers(0, 256, (30, n_in)) * (rng.random((30, n_in)) < 0.3)).astype(dtype)
+    if dtype != np.uint8:
+        X /= 3  # not integers
+    X[3] = 0  # an empty image
     indptr, indices, values = kernels.sparse_pixels(X)
+    assert (indices.dtype, values.dtype, indptr.shape) == (index, value, (31,))
     for i in range(len(X)):
         cols = np.flatnonzero(X[i])
         np.testing.assert_array_equal(indices[indptr[i] : indptr[i + 1]], cols)
         np.testing.assert_array_equal(values[indptr[i] : indptr[i + 1]], X[i, cols])
-    assert indptr[-1] == np.count_nonzero(X)
+    assert indptr[-1] == np.count_nonzero(X) == len(indices) == len(values)
 
 
 def test_float_pixels_give_the_same_predictions_as_uint8():

@@ -11,7 +11,7 @@ import pytest
 from numba import njit
 from numba.core.errors import TypingError
 
-from mnistnn.simd import LANES, fma, vadd, vfma, vload, vstore, vzeros
+from mnistnn.simd import LANES, compress_nonzero, fma, vadd, vfma, vload, vstore, vzeros
 
 DTYPES = [np.float32, np.float64]
 
@@ -93,3 +93,14 @@ def test_vector_ops_refuse_wrong_types():
         njit(lambda X: vload(X, 0, 0))(np.zeros((LANES, 2), np.float32).T)
     with pytest.raises(TypingError):  # integers
         njit(lambda X: vzeros(X))(np.zeros((2, LANES), np.int64))
+
+
+def test_compress_nonzero_refuses_wrong_types():
+    X = np.zeros((2, LANES), np.uint8)
+    fn = njit(lambda X, ind, val: compress_nonzero(X, 0, 0, ind, val, 0))
+    with pytest.raises(TypingError):  # 8-byte column numbers
+        fn(X, np.zeros(LANES, np.int64), np.zeros(LANES, np.float32))
+    with pytest.raises(TypingError):  # integer values
+        fn(X, np.zeros(LANES, np.uint16), np.zeros(LANES, np.int32))
+    with pytest.raises(TypingError):  # pixels that are not C-ordered rows
+        fn(X.T, np.zeros(LANES, np.uint16), np.zeros(LANES, np.float32))
