@@ -172,6 +172,10 @@ def sparse_pixels(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     (exact for ``uint8`` pixels; float64 if ``X`` is), so a kernel multiplies each value as
     loaded instead of converting it first.  ``indptr`` ``(N + 1,)`` int64.
     """
+    if X.ndim != 2 or X.dtype not in (np.uint8, np.float32, np.float64):
+        raise ValueError(
+            f"X must be 2-D uint8, float32 or float64 pixels; got {X.ndim}-D {X.dtype}"
+        )
     index = np.uint16 if X.shape[1] <= 1 << 16 else np.int32
     value = np.float64 if X.dtype == np.float64 else np.float32
     return _sparse_pixels(X, index, value)

@@ -180,8 +180,9 @@ def _flat(a, dtypes) -> bool:
 
 @intrinsic
 def compress_nonzero(typingctx, X, i, k, indices, values, q):
-    """Append the nonzero pixels of ``X[i, k:k+16]`` at ``values[q:]`` (converted to the dtype of
-    ``values``) and their column numbers at ``indices[q:]``; returns how many (0..16).
+    """Append the nonzero pixels of ``X[i, k:k+16]`` at ``values[q:]`` (``uint8`` converted to the
+    dtype of ``values``; float pixels must have it) and their column numbers at ``indices[q:]``;
+    returns how many (0..16).
 
     ``X`` a C-ordered 2-D array of ``uint8``, ``float32`` or ``float64``, ``k + 16 <= n_in``;
     ``indices`` 1-D ``uint16`` or ``int32``, ``values`` 1-D ``float32`` or ``float64``, with room
@@ -195,6 +196,8 @@ def compress_nonzero(typingctx, X, i, k, indices, values, q):
         return None
     if not (_flat(values, (types.float32, types.float64)) and isinstance(q, types.Integer)):
         return None
+    if X.dtype != types.uint8 and values.dtype != X.dtype:
+        return None  # float pixels are copied as they are
     if not (isinstance(i, types.Integer) and isinstance(k, types.Integer)):
         return None
 
@@ -211,14 +214,7 @@ def compress_nonzero(typingctx, X, i, k, indices, values, q):
         else:
             nonzero = builder.fcmp_unordered("!=", x, ir.Constant(xty, [0.0] * LANES))
         vty = ir.VectorType(context.get_value_type(values.dtype), LANES)
-        if X.dtype == types.uint8:
-            v = builder.uitofp(x, vty)
-        elif X.dtype.bitwidth < values.dtype.bitwidth:
-            v = builder.fpext(x, vty)
-        elif X.dtype.bitwidth > values.dtype.bitwidth:
-            v = builder.fptrunc(x, vty)
-        else:
-            v = x
+        v = builder.uitofp(x, vty) if X.dtype == types.uint8 else x
         ity = ir.VectorType(context.get_value_type(indices.dtype), LANES)
         first = builder.trunc(col, ity.element) if ity.element.width < 64 else col
         columns = builder.add(_splat(builder, first), ir.Constant(ity, list(range(LANES))))

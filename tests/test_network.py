@@ -139,6 +139,13 @@ def test_sparse_pixels_lists_every_nonzero_pixel(n_in, dtype, index, value):
     assert indptr[-1] == np.count_nonzero(X) == len(indices) == len(values)
 
 
+def test_sparse_pixels_refuses_other_types():
+    with pytest.raises(ValueError, match="uint8, float32 or float64"):
+        kernels.sparse_pixels(np.zeros((3, 16), np.int16))
+    with pytest.raises(ValueError, match="2-D"):
+        kernels.sparse_pixels(np.zeros(16, np.uint8))
+
+
 def test_float_pixels_give_the_same_predictions_as_uint8():
     X, _ = make_data()
     net = NNetworkExtended(nodes_in=64, hidden_layers=(10,), nodes_out=4, seed=0)

@@ -104,3 +104,5 @@ def test_compress_nonzero_refuses_wrong_types():
         fn(X, np.zeros(LANES, np.uint16), np.zeros(LANES, np.int32))
     with pytest.raises(TypingError):  # pixels that are not C-ordered rows
         fn(X.T, np.zeros(LANES, np.uint16), np.zeros(LANES, np.float32))
+    with pytest.raises(TypingError):  # float pixels into values of another precision
+        fn(X.astype(np.float32), np.zeros(LANES, np.uint16), np.zeros(LANES, np.float64))
