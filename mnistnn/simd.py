@@ -216,7 +216,7 @@ def compress_nonzero(typingctx, X, i, k, indices, values, q):
         vty = ir.VectorType(context.get_value_type(values.dtype), LANES)
         v = builder.uitofp(x, vty) if X.dtype == types.uint8 else x
         ity = ir.VectorType(context.get_value_type(indices.dtype), LANES)
-        first = builder.trunc(col, ity.element) if ity.element.width < 64 else col
+        first = builder.trunc(col, ity.element)  # uint16 or int32 column numbers
         columns = builder.add(_splat(builder, first), ir.Constant(ity, list(range(LANES))))
         for arr_ty, arr, vec in ((values, vala, v), (indices, inda, columns)):
             a = context.make_array(arr_ty)(context, builder, arr)
