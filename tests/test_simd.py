@@ -6,11 +6,18 @@ compiles; not that the multiply-adds are fused, which a CPU without FMA may lega
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from numba import njit
 from numba.core.errors import TypingError
 
+import mnistnn
 from mnistnn.simd import LANES, compress_nonzero, fma, vadd, vfma, vload, vstore, vzeros
 
 DTYPES = [np.float32, np.float64]
@@ -106,3 +113,39 @@ def test_compress_nonzero_refuses_wrong_types():
         fn(X.T, np.zeros(LANES, np.uint16), np.zeros(LANES, np.float32))
     with pytest.raises(TypingError):  # float pixels into values of another precision
         fn(X.astype(np.float32), np.zeros(LANES, np.uint16), np.zeros(LANES, np.float64))
+
+
+_CACHE_PROBE = """
+import numpy as np
+from mnistnn import kernels
+kernels.sparse_pixels(np.eye(20, 40, dtype=np.uint8))
+stats = kernels._sparse_pixels.stats
+print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
+"""
+
+
+def test_editing_the_intrinsics_recompiles_the_cached_kernels(tmp_path):
+    """A kernel cached by Numba is keyed to its own file (``kernels.py``); the intrinsics of
+    ``simd.py`` compiled into it count too, so editing them alone must not load old machine code."""
+    package = Path(mnistnn.__file__).parent
+    shutil.copytree(package, tmp_path / "mnistnn", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+
+    def hits_and_misses() -> tuple[int, int]:
+        run = subprocess.run(
+            [sys.executable, "-c", _CACHE_PROBE],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert run.returncode == 0, run.stderr
+        hits, misses = run.stdout.split()
+        return int(hits), int(misses)
+
+    assert hits_and_misses() == (0, 1)  # an empty cache: compiled
+    assert hits_and_misses() == (1, 0)  # nothing changed: loaded
+    with open(tmp_path / "mnistnn" / "simd.py", "a") as simd:
+        simd.write("\n# an edit of the intrinsics\n")
+    assert hits_and_misses() == (0, 1)  # recompiled, though kernels.py is unchanged
+    assert hits_and_misses() == (1, 0)
