@@ -43,7 +43,23 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from mnistnn.simd import LANES, compress_nonzero, fma, vadd, vfma, vload, vstore, vzeros
+from mnistnn.simd import (
+    LANES,
+    compress_nonzero,
+    fma,
+    vadd,
+    vexp,
+    vfind,
+    vfma,
+    vload,
+    vloadn,
+    vmax,
+    vsplat,
+    vstore,
+    vstoren,
+    vsum,
+    vzeros,
+)
 
 __all__ = [
     "layout",
@@ -446,28 +462,51 @@ def _softmax_xent(Z, y, rows, inv_m, losses, correct):
 
     Stable: the row maximum is subtracted before ``exp``.  ``losses[i]`` gets the cross-entropy
     ``log(sum(exp(Z[i]))) - Z[i, y]`` and ``correct[i]`` whether ``argmax Z[i] == y``.
+
+    Up to 16 classes, a row is one :class:`~mnistnn.simd.Vec16` (padded with ``-inf``, whose
+    ``exp`` is 0).  A tile's results go to a scratch block first and are copied to ``Z`` after its
+    last row is read (reading a row right after writing the one before it stalls the CPU), and
+    its logarithms are taken then too (a call to ``log`` would push the vectors out of registers).
     """
     m, K = Z.shape
+    low = Z.dtype.type(-np.inf)
     for t in prange((m + TILE - 1) // TILE):
-        for i in range(t * TILE, min(m, (t + 1) * TILE)):
+        first, stop = t * TILE, min(m, (t + 1) * TILE)
+        out = np.empty((TILE, LANES), Z.dtype)
+        totals = np.empty(TILE, Z.dtype)
+        for i in range(first, stop):
+            r = i - first
             label = y[rows[i]]
-            zmax = Z[i, 0]
-            arg = 0
-            for j in range(1, K):
-                if Z[i, j] > zmax:
-                    zmax = Z[i, j]
-                    arg = j
-            shifted_label = Z[i, label] - zmax
-            total = Z.dtype.type(0)
-            for j in range(K):
-                e = np.exp(Z[i, j] - zmax)
-                Z[i, j] = e
-                total += e
-            losses[i] = np.log(total) - shifted_label  # logsumexp(Z[i]) - Z[i, y]
+            z_label = Z[i, label]
+            if K <= LANES:
+                z = vloadn(Z, i, K, low)
+                zmax = vmax(z)
+                arg = vfind(z, zmax)
+                e = vexp(vadd(z, vsplat(-zmax)))
+                total = vsum(e)
+                vstore(out, r, 0, vfma(inv_m / total, e, vzeros(out)))  # e * inv_m / total
+                out[r, label] -= inv_m
+            else:
+                zmax = Z[i, 0]
+                arg = 0
+                for j in range(1, K):
+                    if Z[i, j] > zmax:
+                        zmax = Z[i, j]
+                        arg = j
+                total = Z.dtype.type(0)
+                for j in range(K):
+                    Z[i, j] = np.exp(Z[i, j] - zmax)
+                    total += Z[i, j]
+                for j in range(K):
+                    Z[i, j] = Z[i, j] * (inv_m / total)
+                Z[i, label] -= inv_m
+            totals[r] = total
+            losses[i] = z_label - zmax
             correct[i] = arg == label
-            for j in range(K):
-                Z[i, j] = Z[i, j] / total * inv_m
-            Z[i, label] -= inv_m
+        for i in range(first, stop):
+            if K <= LANES:
+                vstoren(Z, i, K, vload(out, i - first, 0))
+            losses[i] = np.log(totals[i - first]) - losses[i]  # logsumexp(Z[i]) - Z[i, y]
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
@@ -536,12 +575,20 @@ def _reduce_tiles(partial, transposed, scale, dW):
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _bias_grad(dZ, db):
-    """``db = sum_i dZ[i]`` ``(n_out,)``, each sum in sample order."""
+    """``db = sum_i dZ[i]`` ``(n_out,)``: a partial sum per sample tile (:func:`grad_tiles`, rows
+    read in order, all units at once), then the partials added in tile order."""
     m, n_out = dZ.shape
-    for j in prange(n_out):
-        s = db.dtype.type(0)
-        for i in range(m):
-            s += dZ[i, j]
+    n_tiles = grad_tiles(m)
+    partial = np.zeros((n_tiles, n_out), db.dtype)
+    for t in prange(n_tiles):
+        acc = partial[t]
+        for i in range(t * m // n_tiles, (t + 1) * m // n_tiles):
+            for j in range(n_out):
+                acc[j] += dZ[i, j]
+    for j in range(n_out):
+        s = partial[0, j]
+        for t in range(1, n_tiles):
+            s += partial[t, j]
         db[j] = s
 
 

@@ -17,6 +17,16 @@ keeps all its units in one ``Vec16``:
     vstore(a, i, j, v)  ``a[i, j:j+16] = v`` (no bounds check)
     vfma(s, x, acc)     ``s * x + acc``, one fused multiply-add per lane (``s`` a scalar)
     vadd(u, v)          ``u + v``
+    vsplat(s)           16 copies of the scalar ``s``
+
+and for a row of ``n <= 16`` values (a softmax over ten classes):
+
+    vloadn(a, i, n, f)  ``a[i, :n]``, lanes ``n..15`` set to ``f`` (nothing beyond the row is read)
+    vstoren(a, i, n, v) ``a[i, :n] = v[:n]`` (nothing beyond the row is written)
+    vmax(v), vsum(v)    the largest lane (NaN lanes ignored) and the sum of the lanes, in a fixed
+                        pairwise order (lanes 0..7 + 8..15, then halves again)
+    vfind(v, s)         the first lane equal to ``s`` (16 if none)
+    vexp(v)             ``exp`` of every lane (see :func:`vexp`)
 
 and to list nonzero pixels (:func:`mnistnn.kernels.sparse_pixels`):
 
@@ -24,7 +34,8 @@ and to list nonzero pixels (:func:`mnistnn.kernels.sparse_pixels`):
                         another from ``values[q]`` (their columns from ``indices[q]``); returns
                         how many there were
 
-The kernels keep every ``vload``/``vstore`` inside arrays whose rows are at least 16 wide.
+The kernels keep every ``vload``/``vstore`` inside arrays whose rows are at least 16 wide, and
+``vloadn``/``vstoren``'s ``n`` at most the row's width.
 
 These intrinsics are compiled into the kernels that call them, but Numba keys a cached kernel to
 its own file only.  So importing this module also teaches Numba's cache that every compiled
@@ -35,8 +46,10 @@ recompiles the kernels instead of loading machine code built from the old intrin
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
+import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import caching, cgutils
@@ -173,12 +186,211 @@ def vadd(typingctx, u, v):
     return u(u, v), codegen
 
 
+@intrinsic
+def vsplat(typingctx, s):
+    """16 copies of the float ``s``."""
+    if not isinstance(s, types.Float):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return _splat(builder, args[0])
+
+    return Vec16(s)(s), codegen
+
+
 def _splat(builder, value):
     """LLVM vector of 16 copies of the scalar ``value``."""
     vty = ir.VectorType(value.type, LANES)
     one = builder.insert_element(ir.Constant(vty, ir.Undefined), value, ir.Constant(_I32, 0))
     mask = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
     return builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined), mask)
+
+
+def _lane_mask(builder, n):
+    """``<16 x i1>``: lane ``k`` set where ``k < n`` (``n`` an LLVM integer)."""
+    lanes = ir.Constant(ir.VectorType(n.type, LANES), list(range(LANES)))
+    return builder.icmp_signed("<", lanes, _splat(builder, n))
+
+
+def _masked_args(context, builder, signature, args):
+    """``(pointer to a[i, 0] as 16 lanes, mask of lanes < n)`` for ``args = (a, i, n, ...)``."""
+    zero = context.get_constant(types.intp, 0)
+    aryty = signature.args[0]
+    ary = context.make_array(aryty)(context, builder, args[0])
+    i = context.cast(builder, args[1], signature.args[1], types.intp)
+    n = context.cast(builder, args[2], signature.args[2], types.intp)
+    ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [i, zero])
+    vec = ir.VectorType(context.get_value_type(aryty.dtype), LANES)
+    return builder.bitcast(ptr, vec.as_pointer()), _lane_mask(builder, n)
+
+
+def _row_args_ok(a, i, n) -> bool:
+    return _float_matrix(a) and isinstance(i, types.Integer) and isinstance(n, types.Integer)
+
+
+@intrinsic
+def vloadn(typingctx, a, i, n, fill):
+    """``a[i, :n]`` of a 2-D float array with contiguous rows, lanes ``n..15`` set to ``fill``;
+    reads nothing beyond ``a[i, n - 1]`` (a masked load)."""
+    if not (_row_args_ok(a, i, n) and fill == a.dtype):
+        return None
+    vt = Vec16(a.dtype)
+
+    def codegen(context, builder, signature, args):
+        ptr, mask = _masked_args(context, builder, signature, args)
+        vty = ptr.type.pointee
+        fnty = ir.FunctionType(vty, [ptr.type, _I32, mask.type, vty])
+        name = f"llvm.masked.load.v{LANES}f{a.dtype.bitwidth}.p0"
+        fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+        align = ir.Constant(_I32, a.dtype.bitwidth // 8)
+        return builder.call(fn, [ptr, align, mask, _splat(builder, args[3])])
+
+    return vt(a, i, n, fill), codegen
+
+
+@intrinsic
+def vstoren(typingctx, a, i, n, v):
+    """``a[i, :n] = v[:n]`` for a 2-D float array with contiguous rows; writes nothing beyond
+    ``a[i, n - 1]`` (a masked store)."""
+    if not (_row_args_ok(a, i, n) and isinstance(v, Vec16) and v.dtype == a.dtype):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ptr, mask = _masked_args(context, builder, signature, args)
+        fnty = ir.FunctionType(ir.VoidType(), [ptr.type.pointee, ptr.type, _I32, mask.type])
+        name = f"llvm.masked.store.v{LANES}f{a.dtype.bitwidth}.p0"
+        fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+        builder.call(fn, [args[3], ptr, ir.Constant(_I32, a.dtype.bitwidth // 8), mask])
+        return context.get_dummy_value()
+
+    return types.none(a, i, n, v), codegen
+
+
+def _halves(builder, v, combine):
+    """Reduce the lanes of ``v`` to one: ``combine`` lanes ``0..h-1`` with ``h..2h-1`` for
+    ``h = 8, 4, 2, 1`` (a fixed order, so every compiled copy rounds the same way)."""
+    width = LANES
+    while width > 1:
+        width //= 2
+        lo = builder.shuffle_vector(
+            v, v, ir.Constant(ir.VectorType(_I32, width), list(range(width)))
+        )
+        hi = builder.shuffle_vector(
+            v, v, ir.Constant(ir.VectorType(_I32, width), list(range(width, 2 * width)))
+        )
+        v = combine(lo, hi)
+    return builder.extract_element(v, ir.Constant(_I32, 0))
+
+
+@intrinsic
+def vsum(typingctx, v):
+    """The sum of the 16 lanes of ``v``, added pairwise in a fixed order."""
+    if not isinstance(v, Vec16):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return _halves(builder, args[0], builder.fadd)
+
+    return v.dtype(v), codegen
+
+
+@intrinsic
+def vmax(typingctx, v):
+    """The largest of the 16 lanes of ``v`` (``maxnum``: a NaN lane is ignored unless all are)."""
+    if not isinstance(v, Vec16):
+        return None
+
+    def codegen(context, builder, signature, args):
+        def maxnum(x, y):
+            fnty = ir.FunctionType(x.type, [x.type, x.type])
+            name = f"llvm.maxnum.v{x.type.count}f{v.dtype.bitwidth}"
+            return builder.call(cgutils.get_or_insert_function(builder.module, fnty, name), [x, y])
+
+        return _halves(builder, args[0], maxnum)
+
+    return v.dtype(v), codegen
+
+
+@intrinsic
+def vfind(typingctx, v, s):
+    """The index (``intp``) of the first lane of ``v`` equal to the scalar ``s``; 16 if none is."""
+    if not (isinstance(v, Vec16) and s == v.dtype):
+        return None
+
+    def codegen(context, builder, signature, args):
+        equal = builder.fcmp_ordered("==", args[0], _splat(builder, args[1]))
+        bits = builder.bitcast(equal, ir.IntType(LANES))
+        fnty = ir.FunctionType(bits.type, [bits.type, ir.IntType(1)])
+        cttz = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.cttz.i{LANES}")
+        first = builder.call(cttz, [bits, ir.Constant(ir.IntType(1), 0)])
+        return builder.zext(first, context.get_value_type(types.intp))
+
+    return types.intp(v, s), codegen
+
+
+# exp(x) = 2**n * exp(r), n = round(x / ln 2), |r| <= ln(2) / 2; exp(r) by its Taylor series up to
+# r**7 (float32) or r**13 (float64): the first term left out is below half a unit in the last
+# place.  Below "lo" (where exp(x) leaves the normal range) the result is 0: computing a subnormal
+# costs a microcode assist of ~150 cycles per lane on Intel CPUs, and a softmax's padding lanes
+# (-inf) would pay it on every row.  Above "hi" 2**n, split in two normal factors, overflows to inf.
+_EXP = {
+    32: {"terms": 8, "lo": -87.33, "hi": 89.0, "int": ir.IntType(32), "mant": 23, "bias": 127},
+    64: {"terms": 14, "lo": -708.39, "hi": 710.0, "int": ir.IntType(64), "mant": 52, "bias": 1023},
+}
+
+
+def _exp_codegen(builder, x, bits):
+    """LLVM IR of ``exp`` of every lane of ``x`` (16 floats of ``bits`` bits)."""
+    c = _EXP[bits]
+    vty = x.type
+    ity = ir.VectorType(c["int"], LANES)
+
+    def const(value):
+        return ir.Constant(vty, [value] * LANES)
+
+    def call(name, fnty, fargs):
+        return builder.call(cgutils.get_or_insert_function(builder.module, fnty, name), fargs)
+
+    def fmuladd(a, b, d):
+        return call(f"llvm.fmuladd.v{LANES}f{bits}", ir.FunctionType(vty, [vty] * 3), [a, b, d])
+
+    tiny = builder.fcmp_ordered("<", x, const(c["lo"]))  # false for NaN
+    x = builder.select(tiny, const(c["lo"]), x)
+    x = builder.select(builder.fcmp_ordered(">", x, const(c["hi"])), const(c["hi"]), x)
+    n = call(
+        f"llvm.rint.v{LANES}f{bits}",
+        ir.FunctionType(vty, [vty]),
+        [builder.fmul(x, const(1 / math.log(2)))],
+    )
+    ln2_hi = float(np.float32(math.log(2))) if bits == 32 else math.log(2)
+    ln2_lo = math.log(2) - ln2_hi if bits == 32 else 2.3190468138462996e-17
+    r = fmuladd(builder.fneg(n), const(ln2_hi), x)  # x - n ln2, in two steps
+    r = fmuladd(builder.fneg(n), const(ln2_lo), r)
+    p = const(1 / math.factorial(c["terms"] - 1))
+    for k in range(c["terms"] - 2, -1, -1):  # Horner: (((c7 r + c6) r + c5) r + ...) r + 1
+        p = fmuladd(p, r, const(1 / math.factorial(k)))
+    # n is within the clamp's range, and NaN lanes become 0 here (they stay NaN through p)
+    ni = builder.fptosi(builder.select(builder.fcmp_ordered("ord", n, n), n, const(0.0)), ity)
+    half = builder.ashr(ni, ir.Constant(ity, [1] * LANES))
+    for k in (half, builder.sub(ni, half)):  # 2**n as two factors, each a normal number
+        exponent = builder.add(k, ir.Constant(ity, [c["bias"]] * LANES))
+        scale = builder.bitcast(builder.shl(exponent, ir.Constant(ity, [c["mant"]] * LANES)), vty)
+        p = builder.fmul(p, scale)
+    return builder.select(tiny, const(0.0), p)
+
+
+@intrinsic
+def vexp(typingctx, v):
+    """``exp`` of every lane, within about two units in the last place; NaN stays NaN, ``-inf``
+    gives 0 and ``+inf`` gives ``inf``; results below the normal range are 0 (``exp(x)`` for
+    ``x < -87.33`` in float32, ``x < -708.39`` in float64)."""
+    if not isinstance(v, Vec16):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return _exp_codegen(builder, args[0], v.dtype.bitwidth)
+
+    return v(v), codegen
 
 
 def _flat(a, dtypes) -> bool:

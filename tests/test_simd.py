@@ -18,7 +18,23 @@ from numba import njit
 from numba.core.errors import TypingError
 
 import mnistnn
-from mnistnn.simd import LANES, compress_nonzero, fma, vadd, vfma, vload, vstore, vzeros
+from mnistnn.simd import (
+    LANES,
+    compress_nonzero,
+    fma,
+    vadd,
+    vexp,
+    vfind,
+    vfma,
+    vload,
+    vloadn,
+    vmax,
+    vsplat,
+    vstore,
+    vstoren,
+    vsum,
+    vzeros,
+)
 
 DTYPES = [np.float32, np.float64]
 
@@ -100,6 +116,108 @@ def test_vector_ops_refuse_wrong_types():
         njit(lambda X: vload(X, 0, 0))(np.zeros((LANES, 2), np.float32).T)
     with pytest.raises(TypingError):  # integers
         njit(lambda X: vzeros(X))(np.zeros((2, LANES), np.int64))
+
+
+@njit
+def _exp_rows(X, out):
+    for i in range(X.shape[0]):
+        vstore(out, i, 0, vexp(vload(X, i, 0)))
+
+
+@njit
+def _row_stats(X, n, fill, out, stats):
+    """Per row of ``X``: ``out[i, :n] = exp(X[i, :n] - max)`` (masked load and store) and
+    ``stats[i] = (max, sum of exp, first lane of the max)``."""
+    for i in range(X.shape[0]):
+        z = vloadn(X, i, n, fill)
+        top = vmax(z)
+        e = vexp(vadd(z, vsplat(-top)))
+        stats[i, 0], stats[i, 1], stats[i, 2] = top, vsum(e), vfind(z, top)
+        vstoren(out, i, n, e)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_vexp_within_two_ulp_of_exp_over_the_normal_range(dtype):
+    info = np.finfo(dtype)
+    lo, hi = np.log(info.tiny) + 0.01, np.log(info.max) - 0.01  # the normal results
+    x = np.concatenate([np.linspace(lo, hi, 64 * LANES), np.linspace(-1, 1, 64 * LANES)])
+    x = np.concatenate([x, dtype(np.finfo(dtype).eps) * np.arange(-LANES, LANES)]).astype(dtype)
+    out = np.empty_like(x)
+    _exp_rows(x.reshape(-1, LANES), out.reshape(-1, LANES))
+    exact = np.exp(x.astype(np.longdouble))
+    ulp = np.spacing(exact.astype(dtype)).astype(np.longdouble)
+    assert np.max(np.abs(out - exact) / ulp) <= 2
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_vexp_special_values(dtype):
+    info = np.finfo(dtype)
+    x = np.array(
+        [-np.inf, np.inf, np.nan, 0, -0.0, 1, -1000, 1000, np.log(info.tiny) - 1, -np.nan]
+        + [np.log(info.max) + 0.5, np.log(info.max) - 0.5, 2, 3, -2, -3],
+        dtype,
+    )
+    out = np.empty_like(x)
+    _exp_rows(x.reshape(1, LANES), out.reshape(1, LANES))
+    with np.errstate(over="ignore"):
+        expected = np.exp(x)
+    expected[8] = 0  # below the normal range: 0, not a subnormal
+    np.testing.assert_array_equal(
+        out[[0, 1, 2, 3, 4, 6, 7, 8, 9, 10]], expected[[0, 1, 2, 3, 4, 6, 7, 8, 9, 10]]
+    )
+    np.testing.assert_allclose(out, expected, rtol=4 * info.eps)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 10, LANES])
+def test_row_of_n_values_masked_reductions(dtype, n):
+    rng = np.random.default_rng(n)
+    X = (rng.standard_normal((50, n)) * 10).astype(dtype)
+    X[0] = 3  # a tie: the first lane wins
+    X[1, -1] = np.nan  # vmax ignores a NaN lane (also a lone one: then the fill is the max)
+    out = np.empty((50, n), dtype)
+    stats = np.empty((50, 3), dtype)
+    _row_stats(X, n, dtype(-np.inf), out, stats)
+    ok = np.arange(50) != 1
+    np.testing.assert_array_equal(stats[ok, 0], X[ok].max(axis=1))
+    np.testing.assert_array_equal(stats[ok, 2], X[ok].argmax(axis=1))
+    assert stats[1, 0] == (np.nanmax(X[1]) if n > 1 else -np.inf) and np.isnan(stats[1, 1])
+    shifted = (X[ok] - X[ok].max(axis=1, keepdims=True)).astype(np.float64)  # rounded as in dtype
+    np.testing.assert_allclose(out[ok], np.exp(shifted), rtol=4 * np.finfo(dtype).eps)
+    np.testing.assert_allclose(
+        stats[ok, 1], np.exp(shifted).sum(axis=1), rtol=8 * np.finfo(dtype).eps
+    )
+
+
+def test_masked_row_ops_touch_only_n_lanes():
+    X = np.arange(3 * LANES, dtype=np.float32).reshape(3, LANES)
+    out = np.full((3, LANES), -1, np.float32)
+    stats = np.empty((3, 3), np.float32)
+    _row_stats(X, 5, np.float32(-np.inf), out, stats)
+    assert np.all(out[:, 5:] == -1)
+    np.testing.assert_array_equal(stats[:, 0], X[:, 4])  # lanes 5.. are not read: fill instead
+    np.testing.assert_array_equal(stats[:, 2], [4, 4, 4])
+    _row_stats(X, 5, np.float32(1e6), out, stats)  # the fill takes part in the reductions
+    np.testing.assert_array_equal(stats[:, 0], [1e6, 1e6, 1e6])
+    np.testing.assert_array_equal(stats[:, 2], [5, 5, 5])
+
+
+def test_vfind_without_a_match_gives_16():
+    find = njit(lambda X, s: vfind(vload(X, 0, 0), s))
+    assert find(np.zeros((1, LANES), np.float32), np.float32(1)) == LANES
+    assert find(np.full((1, LANES), np.nan), np.nan) == LANES
+
+
+def test_row_ops_refuse_wrong_types():
+    X32 = np.zeros((2, LANES), np.float32)
+    with pytest.raises(TypingError):  # a float64 fill for float32 lanes
+        njit(lambda X: vloadn(X, 0, 3, 0.0))(X32)
+    with pytest.raises(TypingError):  # a float32 vector stored into float64 rows
+        njit(lambda X, Y: vstoren(Y, 0, 3, vload(X, 0, 0)))(X32, np.zeros((2, LANES)))
+    with pytest.raises(TypingError):
+        njit(lambda: vsplat(1))()
+    with pytest.raises(TypingError):
+        njit(lambda X: vfind(vload(X, 0, 0), 1.0))(X32)
 
 
 def test_compress_nonzero_refuses_wrong_types():
