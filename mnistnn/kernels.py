@@ -461,7 +461,9 @@ def _softmax_xent(Z, y, rows, inv_m, losses, correct):
     """Turn logits ``Z`` ``(m, K)`` into ``dZ = (softmax(Z) - onehot(y)) * inv_m`` in place.
 
     Stable: the row maximum is subtracted before ``exp``.  ``losses[i]`` gets the cross-entropy
-    ``log(sum(exp(Z[i]))) - Z[i, y]`` and ``correct[i]`` whether ``argmax Z[i] == y``.
+    ``log(sum(exp(Z[i]))) - Z[i, y]`` and ``correct[i]`` whether ``argmax Z[i] == y``.  Without
+    labels (``y`` empty) it leaves ``losses`` and ``correct`` alone and ``Z`` becomes
+    ``softmax(Z) * inv_m``: the probabilities of :func:`predict_proba`, from the same code.
 
     Up to 16 classes, a row is one :class:`~mnistnn.simd.Vec16` (padded with ``-inf``, whose
     ``exp`` is 0).  A tile's results go to a scratch block first and are copied to ``Z`` after its
@@ -470,13 +472,14 @@ def _softmax_xent(Z, y, rows, inv_m, losses, correct):
     """
     m, K = Z.shape
     low = Z.dtype.type(-np.inf)
+    labelled = y.shape[0] > 0
     for t in prange((m + TILE - 1) // TILE):
         first, stop = t * TILE, min(m, (t + 1) * TILE)
         out = np.empty((TILE, LANES), Z.dtype)
         totals = np.empty(TILE, Z.dtype)
         for i in range(first, stop):
             r = i - first
-            label = y[rows[i]]
+            label = y[rows[i]] if labelled else 0
             z_label = Z[i, label]
             if K <= LANES:
                 z = vloadn(Z, i, K, low)
@@ -485,7 +488,8 @@ def _softmax_xent(Z, y, rows, inv_m, losses, correct):
                 e = vexp(vadd(z, vsplat(-zmax)))
                 total = vsum(e)
                 vstore(out, r, 0, vfma(inv_m / total, e, vzeros(out)))  # e * inv_m / total
-                out[r, label] -= inv_m
+                if labelled:
+                    out[r, label] -= inv_m
             else:
                 zmax = Z[i, 0]
                 arg = 0
@@ -499,14 +503,17 @@ def _softmax_xent(Z, y, rows, inv_m, losses, correct):
                     total += Z[i, j]
                 for j in range(K):
                     Z[i, j] = Z[i, j] * (inv_m / total)
-                Z[i, label] -= inv_m
-            totals[r] = total
-            losses[i] = z_label - zmax
-            correct[i] = arg == label
+                if labelled:
+                    Z[i, label] -= inv_m
+            if labelled:
+                totals[r] = total
+                losses[i] = z_label - zmax
+                correct[i] = arg == label
         for i in range(first, stop):
             if K <= LANES:
                 vstoren(Z, i, K, vload(out, i - first, 0))
-            losses[i] = np.log(totals[i - first]) - losses[i]  # logsumexp(Z[i]) - Z[i, y]
+            if labelled:
+                losses[i] = np.log(totals[i - first]) - losses[i]  # logsumexp(Z[i]) - Z[i, y]
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
@@ -793,19 +800,9 @@ def train_epoch(
 def predict_proba(theta, off, sizes, X, pixels, rows, buf):
     """Softmax probabilities ``(m, n_L)`` of images ``rows`` (a fresh array)."""
     Z = forward(theta, off, sizes, X, pixels, rows, buf)
-    m, K = Z.shape
-    P = np.empty((m, K), theta.dtype)
-    for i in range(m):
-        zmax = Z[i, 0]
-        for j in range(1, K):
-            zmax = max(zmax, Z[i, j])
-        total = theta.dtype.type(0)
-        for j in range(K):
-            P[i, j] = np.exp(Z[i, j] - zmax)
-            total += P[i, j]
-        for j in range(K):
-            P[i, j] /= total
-    return P
+    unused = np.empty(0, theta.dtype)  # no labels: no losses, no hits
+    _softmax_xent(Z, np.empty(0, np.int64), rows, theta.dtype.type(1.0), unused, unused == 0)
+    return Z.copy()
 
 
 @njit

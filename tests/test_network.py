@@ -433,3 +433,19 @@ def test_kernels_cache_on_disk():
         kernels._reduce_tiles,
     ):
         assert isinstance(fn._cache, FunctionCache)
+
+
+@pytest.mark.parametrize("nodes_out", [10, 20])  # one vector of 16 lanes per row, and a loop
+def test_probabilities_and_loss_match_a_numpy_forward_pass(nodes_out):
+    rng = np.random.default_rng(3)
+    X = rng.integers(0, 256, (300, 64)).astype(np.uint8)
+    y = rng.integers(0, nodes_out, 300)
+    net = NNetworkExtended(64, (12, 9), nodes_out, init="he", seed=1, dtype="float64")
+    A = X / 255.0
+    for W, b in zip(net.weights[:-1], net.biases[:-1], strict=True):
+        A = np.maximum(A @ W.T + b, 0)  # (N, n_out) hidden activations
+    Z = A @ net.weights[-1].T + net.biases[-1]
+    P = np.exp(Z - Z.max(axis=1, keepdims=True))
+    P /= P.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(net.predict_proba(X), P, rtol=1e-12, atol=1e-15)
+    assert net.loss(X, y) == pytest.approx(-np.log(P[np.arange(300), y]).mean(), rel=1e-12)
