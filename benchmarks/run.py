@@ -56,6 +56,9 @@ except ImportError:
 TORCH_HINT = "torch not installed (optional: pip install torch==2.13.0)"
 SECTIONS = ("minimal", "epoch", "seeds")
 DEFAULT_SECTIONS = "minimal,epoch"
+# Seconds of rest before each timed turn: a library's worker threads keep spinning for a while
+# after their last task (OpenBLAS, OpenMP), and would otherwise slow down whoever runs next.
+PAUSE = 0.5
 
 Params = list[np.ndarray]
 
@@ -145,6 +148,22 @@ def timed_cpu(fn: Callable[[], Any]) -> tuple[float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     fn()
     return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def take_turns(
+    impls: dict[str, Callable[[], Any]], rounds: int, per_call: dict[str, int]
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Call every implementation ``rounds`` times, taking turns, each after a rest of ``PAUSE``
+    seconds: ``(wall ms, CPU ms)`` lists per name, divided by ``per_call[name]``."""
+    times: dict[str, list[float]] = {name: [] for name in impls}
+    cpu: dict[str, list[float]] = {name: [] for name in impls}
+    for _ in range(rounds):
+        for name, fn in impls.items():
+            time.sleep(PAUSE)
+            wall, used = timed_cpu(fn)
+            times[name].append(wall / per_call[name] * 1e3)
+            cpu[name].append(used / per_call[name] * 1e3)
+    return times, cpu
 
 
 def describe_first_layer(net: mnistnn.NNetworkExtended, X: np.ndarray, spread: str) -> None:
@@ -269,17 +288,11 @@ def bench_minimal(repeats: int, iterations: int) -> None:
     print(f"  after {warm} iterations from the same weights, max |W - W_(a)|: {', '.join(diffs)}")
     print(
         f"  (a) runs 1 iteration per repeat; (b) and (c) run {iterations} and report the mean; "
-        f"{repeats} repeats, taking turns",
+        f"{repeats} repeats, taking turns, each after a rest of {PAUSE} s",
         flush=True,
     )
 
-    times: dict[str, list[float]] = {name: [] for name in impls}
-    cpu: dict[str, list[float]] = {name: [] for name in impls}
-    for _ in range(repeats):
-        for name, fn in impls.items():
-            wall, used = timed_cpu(fn)
-            times[name].append(wall / per_call[name] * 1e3)
-            cpu[name].append(used / per_call[name] * 1e3)
+    times, cpu = take_turns(impls, repeats, per_call)
 
     base_med, base_min = median_min(times["(a) NumPy float64 reference"])
     rows = []
@@ -427,14 +440,9 @@ def bench_epoch(epochs: int) -> None:
     describe_first_layer(net, X, "the epoch")
     for name, fn in impls.items():  # warm-up epoch (the package compiles or loads its cache)
         print(f"  warm-up epoch {name}: {timed(fn):.2f} s", flush=True)
-    print(f"  timing {epochs} more epochs each, taking turns", flush=True)
-    times: dict[str, list[float]] = {name: [] for name in impls}
-    cpu: dict[str, list[float]] = {name: [] for name in impls}
-    for _ in range(epochs):
-        for name, fn in impls.items():
-            wall, used = timed_cpu(fn)
-            times[name].append(wall * 1e3)
-            cpu[name].append(used * 1e3)
+    rest = f"each after a rest of {PAUSE} s"
+    print(f"  timing {epochs} more epochs each, taking turns, {rest}", flush=True)
+    times, cpu = take_turns(impls, epochs, dict.fromkeys(impls, 1))
 
     ref_name, ref_label = (torch_name, "(c)") if torch is not None else (numpy_name, "(a')")
     ref_med, ref_min = median_min(times[ref_name])

@@ -25,6 +25,11 @@ pixel, unscaled, so the results are the same as from the ``uint8`` values).  A n
 :class:`~mnistnn.simd.Vec16`; a wide one (64 units or more) loops over them; one in between
 reads the dense pixels four images at a time (see :func:`uses_sparse_pixels`).
 
+A network with one hidden layer, when both of its layers have at most 16 units (the write-up's
+784 -> 10 -> 10), is trained in one pass over the images (:func:`_narrow_net_tiles`): each
+image goes forward and backward through both layers while its activations and deltas stay in
+vector registers, instead of a pass per layer and step with the ``(m, n)`` arrays in between.
+
 Caching: the parallel kernels are compiled once per machine (Numba's on-disk cache); the small
 driver functions that call them (``forward``, ``backward``, ``full_batch_step``, ...) are
 compiled in each process, because loading a cached function that calls a cached parallel one
@@ -277,32 +282,52 @@ def _narrow_forward(pixels, rows, scale, WT, b, relu, Z):
     """First layer of at most 16 units: ``Z[i] = act(scale * W @ x_i + b)`` over the nonzero
     pixels of image ``rows[i]``, all units at once in a :class:`~mnistnn.simd.Vec16`.
     ``WT`` ``(n_in, 16)``: ``W.T`` padded with zero columns; ``Z`` ``(m, n_out)``.
-
-    Four sums (over every fourth nonzero pixel) run side by side, so one multiply-add need not
-    wait for the one before it.
     """
-    indptr, indices, values = pixels
     m = rows.shape[0]
     n_out = Z.shape[1]
     zero = WT.dtype.type(0)
     for t in prange((m + TILE - 1) // TILE):
         z = np.empty((1, LANES), WT.dtype)
         for i in range(t * TILE, min(m, (t + 1) * TILE)):
-            lo, hi = indptr[rows[i]], indptr[rows[i] + 1]
-            cols, vals = indices[lo:hi], values[lo:hi]  # from 0: no negative-index checks
-            s0, s1, s2, s3 = vzeros(WT), vzeros(WT), vzeros(WT), vzeros(WT)
-            for h in range((hi - lo) // 4):
-                p = 4 * h
-                s0 = vfma(WT.dtype.type(vals[p]), vload(WT, cols[p], 0), s0)
-                s1 = vfma(WT.dtype.type(vals[p + 1]), vload(WT, cols[p + 1], 0), s1)
-                s2 = vfma(WT.dtype.type(vals[p + 2]), vload(WT, cols[p + 2], 0), s2)
-                s3 = vfma(WT.dtype.type(vals[p + 3]), vload(WT, cols[p + 3], 0), s3)
-            for p in range((hi - lo) // 4 * 4, hi - lo):
-                s0 = vfma(WT.dtype.type(vals[p]), vload(WT, cols[p], 0), s0)
-            vstore(z, 0, 0, vadd(vadd(s0, s1), vadd(s2, s3)))
+            vstore(z, 0, 0, _pixels_times(pixels, rows[i], WT))
             for j in range(n_out):
                 out = z[0, j] * scale + b[j]
                 Z[i, j] = max(out, zero) if relu else out
+
+
+@njit(cache=True)
+def _pixels_times(pixels, image, WT):
+    """``x @ WT`` as a :class:`~mnistnn.simd.Vec16`, ``x`` the nonzero pixels of image ``image``
+    (unscaled), ``WT`` ``(n_in, 16)``: one vector multiply-add per nonzero pixel.
+
+    Four sums (over every fourth nonzero pixel) run side by side, so one multiply-add need not
+    wait for the one before it.
+    """
+    indptr, indices, values = pixels
+    lo, hi = indptr[image], indptr[image + 1]
+    cols, vals = indices[lo:hi], values[lo:hi]  # from 0: no negative-index checks
+    s0, s1, s2, s3 = vzeros(WT), vzeros(WT), vzeros(WT), vzeros(WT)
+    for h in range((hi - lo) // 4):
+        p = 4 * h
+        s0 = vfma(WT.dtype.type(vals[p]), vload(WT, cols[p], 0), s0)
+        s1 = vfma(WT.dtype.type(vals[p + 1]), vload(WT, cols[p + 1], 0), s1)
+        s2 = vfma(WT.dtype.type(vals[p + 2]), vload(WT, cols[p + 2], 0), s2)
+        s3 = vfma(WT.dtype.type(vals[p + 3]), vload(WT, cols[p + 3], 0), s3)
+    for p in range((hi - lo) // 4 * 4, hi - lo):
+        s0 = vfma(WT.dtype.type(vals[p]), vload(WT, cols[p], 0), s0)
+    return vadd(vadd(s0, s1), vadd(s2, s3))
+
+
+@njit(cache=True)
+def _add_pixels_times(acc, pixels, image, delta):
+    """``acc[k] += x[k] * delta`` for every nonzero pixel ``x[k]`` of image ``image``; ``acc``
+    ``(n_in, 16)``, ``delta`` a :class:`~mnistnn.simd.Vec16`."""
+    indptr, indices, values = pixels
+    lo, hi = indptr[image], indptr[image + 1]
+    cols, vals = indices[lo:hi], values[lo:hi]
+    for p in range(hi - lo):
+        k = cols[p]
+        vstore(acc, k, 0, vfma(acc.dtype.type(vals[p]), delta, vload(acc, k, 0)))
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
@@ -310,7 +335,6 @@ def _narrow_grad_tiles(dZ, pixels, rows, partial):
     """First layer of at most 16 units: tile ``t`` of the ``partial.shape[0]`` sample tiles sets
     ``partial[t]`` ``(n_in, 16)`` to ``X[tile]^T dZ[tile]`` (columns ``n_out..15`` zero), one
     :class:`~mnistnn.simd.Vec16` multiply-add per nonzero pixel."""
-    indptr, indices, values = pixels
     m, n_out = dZ.shape
     n_tiles, n_in = partial.shape[0], partial.shape[1]
     zero = partial.dtype.type(0)
@@ -326,12 +350,7 @@ def _narrow_grad_tiles(dZ, pixels, rows, partial):
                 active |= dZ[i, j] != zero
             if not active:
                 continue  # every unit inactive (ReLU): nothing to add
-            delta = vload(g, 0, 0)
-            lo, hi = indptr[rows[i]], indptr[rows[i] + 1]
-            cols, vals = indices[lo:hi], values[lo:hi]
-            for p in range(hi - lo):
-                k = cols[p]
-                vstore(acc, k, 0, vfma(partial.dtype.type(vals[p]), delta, vload(acc, k, 0)))
+            _add_pixels_times(acc, pixels, rows[i], vload(g, 0, 0))
 
 
 @njit(cache=True)
@@ -456,6 +475,15 @@ def _dense_forward(A, rows, scale, W, b, relu, Z):
                     Z[i0 + r, j] = max(z, zero) if relu else z
 
 
+@njit(cache=True)
+def _softmax_parts(z):
+    """``(e, sum(e), max(z), argmax(z))`` with ``e = exp(z - max(z))`` for the logits ``z`` of one
+    image, a :class:`~mnistnn.simd.Vec16` padded with ``-inf`` (whose ``exp`` is 0)."""
+    zmax = vmax(z)
+    e = vexp(vadd(z, vsplat(-zmax)))
+    return e, vsum(e), zmax, vfind(z, zmax)
+
+
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _softmax_xent(Z, y, rows, inv_m, losses, correct):
     """Turn logits ``Z`` ``(m, K)`` into ``dZ = (softmax(Z) - onehot(y)) * inv_m`` in place.
@@ -482,11 +510,7 @@ def _softmax_xent(Z, y, rows, inv_m, losses, correct):
             label = y[rows[i]] if labelled else 0
             z_label = Z[i, label]
             if K <= LANES:
-                z = vloadn(Z, i, K, low)
-                zmax = vmax(z)
-                arg = vfind(z, zmax)
-                e = vexp(vadd(z, vsplat(-zmax)))
-                total = vsum(e)
+                e, total, zmax, arg = _softmax_parts(vloadn(Z, i, K, low))
                 vstore(out, r, 0, vfma(inv_m / total, e, vzeros(out)))  # e * inv_m / total
                 if labelled:
                     out[r, label] -= inv_m
@@ -514,6 +538,66 @@ def _softmax_xent(Z, y, rows, inv_m, losses, correct):
                 vstoren(Z, i, K, vload(out, i - first, 0))
             if labelled:
                 losses[i] = np.log(totals[i - first]) - losses[i]  # logsumexp(Z[i]) - Z[i, y]
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _narrow_net_tiles(pixels, rows, y, scale, W1T, b1, W2T, W2p, b2, inv_m, losses, correct, parts):
+    """The whole forward and backward pass of a network ``n_in -> n_h (ReLU) -> K (softmax)``
+    with ``n_h, K <= 16`` (the write-up's 784 -> 10 -> 10), one image at a time: its activations
+    and deltas never leave the vector registers, and its nonzero pixels are read twice while they
+    are in the cache.  The same helpers and the same order of operations as the layer-by-layer
+    kernels (:func:`backward`'s other path), so both give the same numbers.
+
+    ``W1T`` ``(n_in, 16)`` and ``W2T`` ``(n_h, 16)``: ``W.T`` padded with zero columns; ``W2p``
+    ``(K, 16)``: ``W2`` padded.  Tile ``t`` of the ``parts[0].shape[0]`` sample tiles sets
+    ``parts[0][t]`` ``(n_in, 16)`` to ``X^T dH`` (unscaled pixels), ``parts[1][t]`` ``(n_h, 16)``
+    to ``H_hat^T dO`` and ``parts[2][t]`` ``(2, 16)`` to the sums of ``dH`` and ``dO``, over its
+    images; ``losses``, ``correct`` as in :func:`_softmax_xent`.
+    """
+    p1, p2, pb = parts
+    m, n_h, K = rows.shape[0], b1.shape[0], b2.shape[0]
+    n_tiles = p1.shape[0]
+    zero, low = W1T.dtype.type(0), W1T.dtype.type(-np.inf)
+    totals = np.empty(m, W1T.dtype)
+    for t in prange(n_tiles):
+        lo, hi = t * m // n_tiles, (t + 1) * m // n_tiles
+        for k in range(p1.shape[1]):
+            vstore(p1[t], k, 0, vzeros(W1T))
+        for k in range(n_h):
+            vstore(p2[t], k, 0, vzeros(W1T))
+        sum_dh, sum_do = vzeros(W1T), vzeros(W1T)
+        h = np.zeros((1, LANES), W1T.dtype)  # H, then H_hat = ReLU(H), then dH; lanes >= n_h 0
+        o = np.zeros((1, LANES), W1T.dtype)  # O, then dO; lanes >= K 0
+        back = np.empty((1, LANES), W1T.dtype)
+        for i in range(lo, hi):
+            label = y[rows[i]]
+            vstore(h, 0, 0, _pixels_times(pixels, rows[i], W1T))  # W1 x          (n_h,)
+            for j in range(n_h):
+                h[0, j] = max(h[0, j] * scale + b1[j], zero)  # H_hat = ReLU(W1 x / 255 + b1)
+            vstore(o, 0, 0, _row_times(h[:, :n_h], 0, W2T))  # W2 H_hat          (K,)
+            for j in range(K):
+                o[0, j] = o[0, j] + b2[j]  # O = W2 H_hat + b2
+            e, total, omax, arg = _softmax_parts(vloadn(o, 0, K, low))
+            totals[i], losses[i], correct[i] = total, o[0, label] - omax, arg == label
+            vstore(o, 0, 0, vfma(inv_m / total, e, vzeros(W1T)))  # softmax(O) / m
+            o[0, label] -= inv_m  # dO = (O_hat - onehot(y)) / m             (K,)
+            d_o = vload(o, 0, 0)
+            sum_do = vadd(sum_do, d_o)
+            for k in range(n_h):  # dW2 += H_hat dO^T, one row of dW2^T per hidden unit
+                vstore(p2[t], k, 0, vfma(h[0, k], d_o, vload(p2[t], k, 0)))
+            vstore(back, 0, 0, _row_times(o[:, :K], 0, W2p))  # dO^T W2           (n_h,)
+            active = False
+            for k in range(n_h):  # dH = (W2^T dO) * [H > 0]
+                h[0, k] = back[0, k] if h[0, k] > zero else zero
+                active |= h[0, k] != zero
+            d_h = vload(h, 0, 0)
+            sum_dh = vadd(sum_dh, d_h)
+            if active:  # dW1 += x dH^T over the nonzero pixels
+                _add_pixels_times(p1[t], pixels, rows[i], d_h)
+        vstore(pb[t], 0, 0, sum_dh)
+        vstore(pb[t], 1, 0, sum_do)
+        for i in range(lo, hi):
+            losses[i] = np.log(totals[i]) - losses[i]  # logsumexp(O) - O[y]
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
@@ -661,6 +745,9 @@ def backward(theta, off, sizes, X, pixels, y, rows, buf, grad, losses, correct):
     """
     m = rows.shape[0]
     L = sizes.shape[0] - 1
+    if pixels is not None and L == 2 and max(sizes[1], sizes[2]) <= LANES:
+        _narrow_net_backward(theta, off, sizes, pixels, y, rows, buf, grad, losses, correct)
+        return _mean(losses)
     identity = np.arange(m)
     one = theta.dtype.type(1.0)
     dZ = forward(theta, off, sizes, X, pixels, rows, buf)
@@ -700,10 +787,45 @@ def backward(theta, off, sizes, X, pixels, y, rows, buf, grad, losses, correct):
         partial = _partials(tiles, n_tiles, dW.shape[1], dW.shape[0])
         _sparse_grad_tiles(dZ, pixels, rows, partial)
         _reduce_tiles(partial, True, scale, dW)
+    return _mean(losses)
+
+
+@njit
+def _mean(losses):
+    """The mean of ``losses``, added in order, so it does not depend on the thread count."""
     total = 0.0
-    for i in range(m):  # in order, so the mean does not depend on the thread count
+    for i in range(losses.shape[0]):
         total += losses[i]
-    return total / m
+    return total / losses.shape[0]
+
+
+@njit
+def _narrow_net_backward(theta, off, sizes, pixels, y, rows, buf, grad, losses, correct):
+    """:func:`backward` of a network ``n_in -> n_h -> K`` with ``n_h, K <= 16`` on the nonzero
+    pixels, all in one pass over the images (:func:`_narrow_net_tiles`), then the tiles' partial
+    gradients added in tile order."""
+    m = rows.shape[0]
+    n_tiles = grad_tiles(m)
+    one, scale = theta.dtype.type(1.0), theta.dtype.type(PIXEL_SCALE)
+    (W1, b1), (W2, b2) = _wb(theta, off, sizes, 1), _wb(theta, off, sizes, 2)
+    (dW1, db1), (dW2, db2) = _wb(grad, off, sizes, 1), _wb(grad, off, sizes, 2)
+    tiles = _aligned(buf[_act_size(sizes, m) :])
+    parts = (
+        _partials(tiles, n_tiles, W1.shape[1], LANES),  # X^T dH per tile
+        np.empty((n_tiles, W2.shape[1], LANES), theta.dtype),  # H_hat^T dO per tile
+        np.empty((n_tiles, 2, LANES), theta.dtype),  # sums of dH and dO per tile
+    )
+    W1T, W2T, W2p = _transposed(W1, LANES), _transposed(W2, LANES), _padded(W2, LANES)
+    inv_m = theta.dtype.type(1.0 / m)
+    _narrow_net_tiles(pixels, rows, y, scale, W1T, b1, W2T, W2p, b2, inv_m, losses, correct, parts)
+    _reduce_tiles(parts[0], True, scale, dW1)
+    _reduce_tiles(parts[1], True, one, dW2)
+    for layer, db in ((0, db1), (1, db2)):
+        for j in range(db.shape[0]):
+            s = parts[2][0, layer, j]
+            for t in range(1, n_tiles):
+                s += parts[2][t, layer, j]
+            db[j] = s
 
 
 @njit(parallel=True, cache=True)

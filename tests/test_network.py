@@ -67,7 +67,7 @@ def numpy_reference(net: NNetworkExtended, X: np.ndarray, y: np.ndarray):
 
 @pytest.mark.parametrize(
     "hidden",  # narrow layers (<= 16 units, Vec16), dense ones (17..63), a sparse wide first one
-    [(10,), (16, 8), (12, 9, 7), (24, 20), (64, 12)],
+    [(10,), (16,), (16, 8), (12, 9, 7), (24, 20), (64, 12)],
 )
 def test_gradients_match_numpy_reference(hidden):
     X, y = make_data()
@@ -77,6 +77,17 @@ def test_gradients_match_numpy_reference(hidden):
     gW, gb = net.gradients(X, y)
     for mine, ref in zip(gW + gb, dWs + dbs, strict=True):
         assert mine.shape == ref.shape
+        np.testing.assert_allclose(mine, ref, rtol=1e-10, atol=1e-14)
+
+
+def test_one_pass_network_with_16_units_and_16_classes_matches_numpy_reference():
+    """784 -> n_h -> K with n_h, K <= 16 runs as one pass per image; here both fill all lanes."""
+    X, y = make_data(n=300, n_classes=16)
+    net = NNetworkExtended(nodes_in=64, hidden_layers=(16,), nodes_out=16, seed=4, dtype="float64")
+    loss, dWs, dbs = numpy_reference(net, X, y)
+    assert net.loss(X, y) == pytest.approx(loss, rel=1e-12)
+    gW, gb = net.gradients(X, y)
+    for mine, ref in zip(gW + gb, dWs + dbs, strict=True):
         np.testing.assert_allclose(mine, ref, rtol=1e-10, atol=1e-14)
 
 
