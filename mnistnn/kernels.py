@@ -30,7 +30,8 @@ A network with one hidden layer, when both of its layers have at most 16 units (
 image goes forward and backward through both layers while its activations and deltas stay in
 vector registers, instead of a pass per layer and step with the ``(m, n)`` arrays in between.
 
-Caching: the parallel kernels are compiled once per machine (Numba's on-disk cache); the small
+Caching: the parallel kernels are compiled once per machine (Numba's on-disk cache, keyed to
+this file and to :mod:`mnistnn.simd`, whose intrinsics are compiled into them); the small
 driver functions that call them (``forward``, ``backward``, ``full_batch_step``, ...) are
 compiled in each process, because loading a cached function that calls a cached parallel one
 has crashed Numba 0.68 here.
