@@ -91,6 +91,28 @@ def test_one_pass_network_with_16_units_and_16_classes_matches_numpy_reference()
         np.testing.assert_allclose(mine, ref, rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_one_pass_and_layer_by_layer_give_the_same_bits(dtype):
+    rng = np.random.default_rng(5)
+    X = np.where(rng.random((1500, 64)) < 0.6, 0, rng.integers(1, 256, (1500, 64))).astype(np.uint8)
+    y = rng.integers(0, 10, 1500)
+    net = NNetworkExtended(nodes_in=64, hidden_layers=(10,), nodes_out=10, seed=6, dtype=dtype)
+    pixels, rows, m = kernels.sparse_pixels(X), np.arange(1500), 1500
+    results = []
+    for one_pass in (True, False):
+        buf = np.zeros(kernels.work_size(net._sizes, m), net._theta.dtype)
+        grad, losses = np.zeros_like(net._theta), np.empty(m, net._theta.dtype)
+        correct = np.empty(m, np.bool_)
+        args = (net._theta, net._offsets, net._sizes, X, pixels, y.astype(np.int64), rows, buf)
+        loss = kernels.backward(*args, grad, losses, correct, one_pass)
+        results.append((loss, grad, losses, correct))
+    (loss1, *arrays1), (loss2, *arrays2) = results
+    assert loss1 == loss2
+    for a, b in zip(arrays1, arrays2, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert np.any(results[0][1] != 0)
+
+
 @pytest.mark.parametrize("init", ["uniform", "he"])
 def test_gradients_match_finite_differences(init):
     X, y = make_data(n=60)
