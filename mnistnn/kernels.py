@@ -923,11 +923,12 @@ def train_epoch(
 
 @njit
 def predict_proba(theta, off, sizes, X, pixels, rows, buf):
-    """Softmax probabilities ``(m, n_L)`` of images ``rows`` (a fresh array)."""
+    """Softmax probabilities ``(m, n_L)`` of images ``rows``: a view of ``buf``, valid until
+    ``buf`` is used again."""
     Z = forward(theta, off, sizes, X, pixels, rows, buf)
     unused = np.empty(0, theta.dtype)  # no labels: no losses, no hits
     _softmax_xent(Z, np.empty(0, np.int64), rows, theta.dtype.type(1.0), unused, unused == 0)
-    return Z.copy()
+    return Z
 
 
 @njit

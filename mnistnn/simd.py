@@ -86,11 +86,16 @@ def _float_matrix(a) -> bool:
     )
 
 
-def _lanes_pointer(context, builder, signature, args):
-    """Pointer to ``a[i, j]`` cast to a pointer to 16 lanes (``args = (a, i, j, ...)``)."""
+def _lanes_pointer(context, builder, signature, args, row_start=False):
+    """Pointer to ``a[i, j]`` cast to a pointer to 16 lanes (``args = (a, i, j, ...)``); to
+    ``a[i, 0]`` if ``row_start`` (then ``args[2]`` is not a column)."""
     aryty = signature.args[0]
     ary = context.make_array(aryty)(context, builder, args[0])
-    i, j = (context.cast(builder, args[n], signature.args[n], types.intp) for n in (1, 2))
+    i = context.cast(builder, args[1], signature.args[1], types.intp)
+    if row_start:
+        j = context.get_constant(types.intp, 0)
+    else:
+        j = context.cast(builder, args[2], signature.args[2], types.intp)
     ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [i, j])
     vec = ir.VectorType(context.get_value_type(aryty.dtype), LANES)
     return builder.bitcast(ptr, vec.as_pointer())
@@ -214,14 +219,8 @@ def _lane_mask(builder, n):
 
 def _masked_args(context, builder, signature, args):
     """``(pointer to a[i, 0] as 16 lanes, mask of lanes < n)`` for ``args = (a, i, n, ...)``."""
-    zero = context.get_constant(types.intp, 0)
-    aryty = signature.args[0]
-    ary = context.make_array(aryty)(context, builder, args[0])
-    i = context.cast(builder, args[1], signature.args[1], types.intp)
     n = context.cast(builder, args[2], signature.args[2], types.intp)
-    ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [i, zero])
-    vec = ir.VectorType(context.get_value_type(aryty.dtype), LANES)
-    return builder.bitcast(ptr, vec.as_pointer()), _lane_mask(builder, n)
+    return _lanes_pointer(context, builder, signature, args, row_start=True), _lane_mask(builder, n)
 
 
 def _row_args_ok(a, i, n) -> bool:
