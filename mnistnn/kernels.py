@@ -29,6 +29,8 @@ A network with one hidden layer, when both of its layers have at most 16 units (
 784 -> 10 -> 10), is trained in one pass over the images (:func:`_narrow_net_tiles`): each
 image goes forward and backward through both layers while its activations and deltas stay in
 vector registers, instead of a pass per layer and step with the ``(m, n)`` arrays in between.
+Images go through it in pairs, so that the CPU works on the short chain of dependent steps
+between an image's two reads of its pixels (softmax, two small products) for both at once.
 
 Caching: the parallel kernels are compiled once per machine (Numba's on-disk cache, keyed to
 this file and to :mod:`mnistnn.simd`, whose intrinsics are compiled into them); the small
@@ -54,15 +56,21 @@ from mnistnn.simd import (
     compress_nonzero,
     fma,
     vadd,
+    vany,
     vexp,
     vfind,
     vfma,
+    vgate,
+    vlane,
     vload,
     vloadn,
     vmax,
+    vmul,
+    vrelu,
     vsplat,
     vstore,
     vstoren,
+    vsubat,
     vsum,
     vzeros,
 )
@@ -85,6 +93,7 @@ TILE = 64  # samples per parallel work item
 MAX_GRAD_TILES = 16  # partial weight gradients per batch (fixed: independent of threads)
 PIXEL_SCALE = 1.0 / 255.0
 ALIGN_BYTES = 64  # a cache line
+GROUP = 2  # images whose small steps overlap in the one-pass kernel (_narrow_net_tiles)
 ALIGN = 16  # elements of slack that let an array start on a cache line (float32 or float64)
 SPARSE_MIN_WIDTH = 64  # wider first layers than LANES work on the nonzero pixels from this width
 # LLVM may reorder sums (to vectorize dot products) and ignore the sign of zero, but not fuse
@@ -356,10 +365,10 @@ def _narrow_grad_tiles(dZ, pixels, rows, partial):
 
 @njit(cache=True)
 def _row_times(a, i, M):
-    """``a[i] @ M`` as a :class:`~mnistnn.simd.Vec16`: row ``i`` of ``a`` ``(m, n)`` times ``M``
-    ``(n, 16)``, one vector multiply-add per entry of the row."""
+    """``a[i, :n] @ M`` as a :class:`~mnistnn.simd.Vec16`: the first ``n`` entries of row ``i`` of
+    ``a`` times ``M`` ``(n, 16)``, one vector multiply-add per entry."""
     s = vzeros(M)
-    for k in range(a.shape[1]):
+    for k in range(M.shape[0]):
         s = vfma(a[i, k], vload(M, k, 0), s)
     return s
 
@@ -541,60 +550,78 @@ def _softmax_xent(Z, y, rows, inv_m, losses, correct):
                 losses[i] = np.log(totals[i - first]) - losses[i]  # logsumexp(Z[i]) - Z[i, y]
 
 
+@njit(cache=True, inline="always")
+def _narrow_image(w1x, label, scale, b1p, W2T, W2p, b2p, inv_m, h, o, r, dw2):
+    """One image of :func:`_narrow_net_tiles`, from ``W1 x`` (its unscaled pixels times ``W1``, a
+    :class:`~mnistnn.simd.Vec16`) to ``dH``; adds ``H_hat dO^T`` to ``dw2`` ``(n_h, 16)``.
+
+    ``b1p`` ``(1, 16)``: ``b1`` padded with zeros; ``b2p``: ``b2`` padded with ``-inf`` (so the
+    padding lanes of ``O`` are ``-inf``, whose ``exp`` is 0).  Row ``r`` of the scratch arrays
+    ``h`` and ``o`` ``(GROUP, 16)`` is this image's.  Returns ``(dH, dO, sum(exp(O - max O)),
+    O[label] - max O, argmax O == label)``.
+    """
+    h_hat = vrelu(vadd(vmul(scale, w1x), vload(b1p, 0, 0)))  # ReLU(W1 x / 255 + b1)    (n_h,)
+    vstore(h, r, 0, h_hat)
+    out = vadd(_row_times(h, r, W2T), vload(b2p, 0, 0))  # O = W2 H_hat + b2              (K,)
+    e, total, omax, arg = _softmax_parts(out)
+    d_o = vsubat(vmul(inv_m / total, e), label, inv_m)  # (softmax(O) - onehot(y)) / m    (K,)
+    vstore(o, r, 0, d_o)
+    for k in range(dw2.shape[0]):  # dW2 += H_hat dO^T, one row of dW2^T per hidden unit
+        vstore(dw2, k, 0, vfma(h[r, k], d_o, vload(dw2, k, 0)))
+    d_h = vgate(h_hat, _row_times(o, r, W2p))  # dH = (W2^T dO) * ReLU'(H)               (n_h,)
+    return d_h, d_o, total, vlane(out, label) - omax, arg == label
+
+
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _narrow_net_tiles(pixels, rows, y, scale, W1T, b1, W2T, W2p, b2, inv_m, losses, correct, parts):
+def _narrow_net_tiles(
+    pixels, rows, y, scale, W1T, b1p, W2T, W2p, b2p, inv_m, losses, correct, parts
+):
     """The whole forward and backward pass of a network ``n_in -> n_h (ReLU) -> K (softmax)``
-    with ``n_h, K <= 16`` (the write-up's 784 -> 10 -> 10), one image at a time: its activations
-    and deltas never leave the vector registers, and its nonzero pixels are read twice while they
-    are in the cache.  The same helpers and the same order of operations as the layer-by-layer
-    kernels (:func:`backward`'s other path), so both give the same numbers, bit for bit (tested).
+    with ``n_h, K <= 16`` (the write-up's 784 -> 10 -> 10), ``GROUP`` images at a time: their
+    activations and deltas stay in vector registers, their nonzero pixels are read twice while
+    they are in the cache, and the steps between the two reads (two small matrix products and a
+    softmax, each waiting on the one before) of the images of a group overlap in the CPU.  The
+    same arithmetic, in the same order, as the layer-by-layer kernels (:func:`backward`'s other
+    path), so both give the same numbers, bit for bit (tested).
 
     ``W1T`` ``(n_in, 16)`` and ``W2T`` ``(n_h, 16)``: ``W.T`` padded with zero columns; ``W2p``
-    ``(K, 16)``: ``W2`` padded.  Tile ``t`` of the ``parts[0].shape[0]`` sample tiles sets
-    ``parts[0][t]`` ``(n_in, 16)`` to ``X^T dH`` (unscaled pixels), ``parts[1][t]`` ``(n_h, 16)``
-    to ``H_hat^T dO`` and ``parts[2][t]`` ``(2, 16)`` to the sums of ``dH`` and ``dO``, over its
-    images; ``losses``, ``correct`` as in :func:`_softmax_xent`.
+    ``(K, 16)``: ``W2`` padded; ``b1p``, ``b2p`` as in :func:`_narrow_image`.  Tile ``t`` of the
+    ``parts[0].shape[0]`` sample tiles sets ``parts[0][t]`` ``(n_in, 16)`` to ``X^T dH`` (unscaled
+    pixels), ``parts[1][t]`` ``(n_h, 16)`` to ``H_hat^T dO`` and ``parts[2][t]`` ``(2, 16)`` to
+    the sums of ``dH`` and ``dO``, over its images; ``losses``, ``correct`` as in
+    :func:`_softmax_xent`.
     """
     p1, p2, pb = parts
-    m, n_h, K = rows.shape[0], b1.shape[0], b2.shape[0]
-    n_tiles = p1.shape[0]
-    zero, low = W1T.dtype.type(0), W1T.dtype.type(-np.inf)
+    m, n_tiles = rows.shape[0], p1.shape[0]
     totals = np.empty(m, W1T.dtype)
     for t in prange(n_tiles):
         lo, hi = t * m // n_tiles, (t + 1) * m // n_tiles
-        for k in range(p1.shape[1]):
-            vstore(p1[t], k, 0, vzeros(W1T))
-        for k in range(n_h):
-            vstore(p2[t], k, 0, vzeros(W1T))
+        dw1, dw2 = p1[t], p2[t]
+        for k in range(dw1.shape[0]):
+            vstore(dw1, k, 0, vzeros(W1T))
+        for k in range(dw2.shape[0]):
+            vstore(dw2, k, 0, vzeros(W1T))
         sum_dh, sum_do = vzeros(W1T), vzeros(W1T)
-        h = np.zeros((1, LANES), W1T.dtype)  # H, then H_hat = ReLU(H), then dH; lanes >= n_h 0
-        o = np.zeros((1, LANES), W1T.dtype)  # O, then dO; lanes >= K 0
-        back = np.empty((1, LANES), W1T.dtype)
-        for i in range(lo, hi):
-            label = y[rows[i]]
-            vstore(h, 0, 0, _pixels_times(pixels, rows[i], W1T))  # W1 x          (n_h,)
-            for j in range(n_h):
-                h[0, j] = max(h[0, j] * scale + b1[j], zero)  # H_hat = ReLU(W1 x / 255 + b1)
-            vstore(o, 0, 0, _row_times(h[:, :n_h], 0, W2T))  # W2 H_hat          (K,)
-            for j in range(K):
-                o[0, j] = o[0, j] + b2[j]  # O = W2 H_hat + b2
-            e, total, omax, arg = _softmax_parts(vloadn(o, 0, K, low))
-            totals[i], losses[i], correct[i] = total, o[0, label] - omax, arg == label
-            vstore(o, 0, 0, vfma(inv_m / total, e, vzeros(W1T)))  # softmax(O) / m
-            o[0, label] -= inv_m  # dO = (O_hat - onehot(y)) / m             (K,)
-            d_o = vload(o, 0, 0)
-            sum_do = vadd(sum_do, d_o)
-            for k in range(n_h):  # dW2 += H_hat dO^T, one row of dW2^T per hidden unit
-                vstore(p2[t], k, 0, vfma(h[0, k], d_o, vload(p2[t], k, 0)))
-            vstore(back, 0, 0, _row_times(o[:, :K], 0, W2p))  # dO^T W2           (n_h,)
-            active = False
-            for k in range(n_h):  # dH = (W2^T dO) * [H > 0]
-                h[0, k] = back[0, k] if h[0, k] > zero else zero
-                active |= h[0, k] != zero
-            d_h = vload(h, 0, 0)
-            sum_dh = vadd(sum_dh, d_h)
-            if active:  # dW1 += x dH^T over the nonzero pixels
-                _add_pixels_times(p1[t], pixels, rows[i], d_h)
+        w1x = np.empty((GROUP, LANES), W1T.dtype)  # W1 x of each image of the group
+        d_h = np.empty((GROUP, LANES), W1T.dtype)
+        h, o = np.empty((GROUP, LANES), W1T.dtype), np.empty((GROUP, LANES), W1T.dtype)
+        active = np.empty(GROUP, np.bool_)
+        for first in range(lo, hi, GROUP):
+            n = min(GROUP, hi - first)
+            for r in range(n):  # forward through the first layer      W1 x   (n_h,)
+                vstore(w1x, r, 0, _pixels_times(pixels, rows[first + r], W1T))
+            for r in range(n):  # the images' chains of small steps, one after another
+                i = first + r
+                label = y[rows[i]]
+                dh, do, totals[i], losses[i], correct[i] = _narrow_image(
+                    vload(w1x, r, 0), label, scale, b1p, W2T, W2p, b2p, inv_m, h, o, r, dw2
+                )
+                sum_dh, sum_do = vadd(sum_dh, dh), vadd(sum_do, do)
+                vstore(d_h, r, 0, dh)
+                active[r] = vany(dh)
+            for r in range(n):  # dW1 += x dH^T over the nonzero pixels
+                if active[r]:
+                    _add_pixels_times(dw1, pixels, rows[first + r], vload(d_h, r, 0))
         vstore(pb[t], 0, 0, sum_dh)
         vstore(pb[t], 1, 0, sum_do)
         for i in range(lo, hi):
@@ -819,8 +846,13 @@ def _narrow_net_backward(theta, off, sizes, pixels, y, rows, buf, grad, losses, 
         np.empty((n_tiles, 2, LANES), theta.dtype),  # sums of dH and dO per tile
     )
     W1T, W2T, W2p = _transposed(W1, LANES), _transposed(W2, LANES), _padded(W2, LANES)
+    b1p, b2p = np.zeros((1, LANES), theta.dtype), np.full((1, LANES), -np.inf, theta.dtype)
+    b1p[0, : b1.shape[0]] = b1
+    b2p[0, : b2.shape[0]] = b2
     inv_m = theta.dtype.type(1.0 / m)
-    _narrow_net_tiles(pixels, rows, y, scale, W1T, b1, W2T, W2p, b2, inv_m, losses, correct, parts)
+    _narrow_net_tiles(
+        pixels, rows, y, scale, W1T, b1p, W2T, W2p, b2p, inv_m, losses, correct, parts
+    )
     _reduce_tiles(parts[0], True, scale, dW1)
     _reduce_tiles(parts[1], True, one, dW2)
     for layer, db in ((0, db1), (1, db2)):

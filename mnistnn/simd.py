@@ -19,6 +19,15 @@ keeps all its units in one ``Vec16``:
     vadd(u, v)          ``u + v``
     vsplat(s)           16 copies of the scalar ``s``
 
+and, lane by lane, for the steps of one image through a narrow network:
+
+    vmul(s, x)          ``s * x`` (``s`` a scalar; rounded on its own, never fused with an add)
+    vrelu(v)            ``max(v, 0)`` as Python's ``max`` has it (``-0.0`` and NaN stay)
+    vgate(c, v)         ``v`` where ``c > 0``, else 0 (the ReLU's derivative applied to ``v``)
+    vsubat(v, k, s)     ``v`` with ``s`` subtracted from lane ``k``
+    vlane(v, k)         lane ``k`` (``0 <= k < 16``)
+    vany(v)             whether any lane is nonzero
+
 and for a row of ``n <= 16`` values (a softmax over ten classes):
 
     vloadn(a, i, n, f)  ``a[i, :n]``, lanes ``n..15`` set to ``f`` (nothing beyond the row is read)
@@ -201,6 +210,92 @@ def vsplat(typingctx, s):
         return _splat(builder, args[0])
 
     return Vec16(s)(s), codegen
+
+
+@intrinsic
+def vmul(typingctx, s, x):
+    """``s * x`` lane by lane (``s`` a scalar of the vector's dtype); a plain multiply, which LLVM
+    may not fuse with a later add (the kernels' fastmath flags leave out ``contract``)."""
+    if not (isinstance(x, Vec16) and s == x.dtype):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fmul(_splat(builder, args[0]), args[1])
+
+    return x(s, x), codegen
+
+
+@intrinsic
+def vrelu(typingctx, v):
+    """``max(v, 0)`` lane by lane, exactly as Numba compiles Python's ``max(x, 0.0)``: ``x`` unless
+    ``0 > x`` (so ``-0.0`` and NaN stay as they are)."""
+    if not isinstance(v, Vec16):
+        return None
+
+    def codegen(context, builder, signature, args):
+        zero = ir.Constant(args[0].type, None)
+        return builder.select(builder.fcmp_ordered(">", zero, args[0]), zero, args[0])
+
+    return v(v), codegen
+
+
+@intrinsic
+def vgate(typingctx, c, v):
+    """``v`` in the lanes where ``c > 0``, 0 in the others: ``v * ReLU'(c)`` without multiplying."""
+    if not (isinstance(v, Vec16) and c == v):
+        return None
+
+    def codegen(context, builder, signature, args):
+        zero = ir.Constant(args[1].type, None)
+        return builder.select(builder.fcmp_ordered(">", args[0], zero), args[1], zero)
+
+    return v(c, v), codegen
+
+
+def _is_lane(builder, k):
+    """``<16 x i1>``: set in lane ``k`` only (``k`` an LLVM integer)."""
+    lanes = ir.Constant(ir.VectorType(k.type, LANES), list(range(LANES)))
+    return builder.icmp_signed("==", lanes, _splat(builder, k))
+
+
+@intrinsic
+def vsubat(typingctx, v, k, s):
+    """``v`` with the scalar ``s`` subtracted from lane ``k`` (no other lane changes; no lane if
+    ``k`` is not in 0..15)."""
+    if not (isinstance(v, Vec16) and isinstance(k, types.Integer) and s == v.dtype):
+        return None
+
+    def codegen(context, builder, signature, args):
+        less = builder.fsub(args[0], _splat(builder, args[2]))
+        return builder.select(_is_lane(builder, args[1]), less, args[0])
+
+    return v(v, k, s), codegen
+
+
+@intrinsic
+def vlane(typingctx, v, k):
+    """Lane ``k`` of ``v`` (``0 <= k < 16``, not checked)."""
+    if not (isinstance(v, Vec16) and isinstance(k, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.extract_element(args[0], args[1])
+
+    return v.dtype(v, k), codegen
+
+
+@intrinsic
+def vany(typingctx, v):
+    """Whether any lane of ``v`` is nonzero (NaN counts as nonzero, as ``x != 0`` has it)."""
+    if not isinstance(v, Vec16):
+        return None
+
+    def codegen(context, builder, signature, args):
+        nonzero = builder.fcmp_unordered("!=", args[0], ir.Constant(args[0].type, None))
+        bits = builder.bitcast(nonzero, ir.IntType(LANES))
+        return builder.icmp_unsigned("!=", bits, ir.Constant(bits.type, 0))
+
+    return types.boolean(v), codegen
 
 
 def _splat(builder, value):

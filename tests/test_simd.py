@@ -23,15 +23,21 @@ from mnistnn.simd import (
     compress_nonzero,
     fma,
     vadd,
+    vany,
     vexp,
     vfind,
     vfma,
+    vgate,
+    vlane,
     vload,
     vloadn,
     vmax,
+    vmul,
+    vrelu,
     vsplat,
     vstore,
     vstoren,
+    vsubat,
     vsum,
     vzeros,
 )
@@ -116,6 +122,66 @@ def test_vector_ops_refuse_wrong_types():
         njit(lambda X: vload(X, 0, 0))(np.zeros((LANES, 2), np.float32).T)
     with pytest.raises(TypingError):  # integers
         njit(lambda X: vzeros(X))(np.zeros((2, LANES), np.int64))
+
+
+@njit
+def _image_steps(s, X, C, k, out, lanes, any_nonzero):
+    """Per row ``i`` of ``X``: ``out[0, i] = s * X[i]``, ``out[1, i] = max(X[i], 0)``,
+    ``out[2, i] = X[i]`` where ``C[i] > 0`` else 0, ``out[3, i] = X[i]`` minus ``s`` in lane
+    ``k[i]``; ``lanes[i]`` lane ``k[i] % 16`` of ``X[i]``, ``any_nonzero[i]`` whether ``X[i]`` has
+    a nonzero lane."""
+    for i in range(X.shape[0]):
+        x = vload(X, i, 0)
+        vstore(out[0], i, 0, vmul(s, x))
+        vstore(out[1], i, 0, vrelu(x))
+        vstore(out[2], i, 0, vgate(vload(C, i, 0), x))
+        vstore(out[3], i, 0, vsubat(x, k[i], s))
+        lanes[i] = vlane(x, k[i] % LANES)
+        any_nonzero[i] = vany(x)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lane_by_lane_steps_match_python_scalars(dtype):
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((6, LANES)).astype(dtype)
+    X[0, :4] = [-0.0, 0.0, np.nan, -np.inf]  # the edge cases of max(x, 0) and of x > 0
+    X[1] = 0.0  # no nonzero lane
+    X[2] = -0.0  # nor here
+    X[3] = 0.0
+    X[3, 5] = np.nan  # NaN counts as nonzero
+    C = rng.standard_normal((6, LANES)).astype(dtype)
+    C[0, :3] = [0.0, -0.0, np.nan]  # not > 0: gated to 0
+    k = np.array([0, 15, 3, 5, -1, 16])  # -1 and 16: no lane changes
+    s = dtype(0.3)
+    out = np.full((4, 6, LANES), -7, dtype)
+    lanes, any_nonzero = np.empty(6, dtype), np.empty(6, np.bool_)
+    _image_steps(s, X, C, k, out, lanes, any_nonzero)
+    relu = np.array([[max(float(v), 0.0) for v in row] for row in X], dtype)  # Python's max
+    np.testing.assert_array_equal(out[0], s * X)  # NumPy's multiply rounds once, too
+    np.testing.assert_array_equal(out[1], relu)
+    np.testing.assert_array_equal(np.signbit(out[1]), np.signbit(relu))  # -0.0 stays -0.0
+    np.testing.assert_array_equal(out[2], np.where(C > 0, X, 0))
+    expected = X.copy()
+    expected[[0, 1, 2, 3], [0, 15, 3, 5]] -= s
+    np.testing.assert_array_equal(out[3], expected)
+    np.testing.assert_array_equal(lanes, X[np.arange(6), k % LANES])
+    np.testing.assert_array_equal(any_nonzero, [True, False, False, True, True, True])
+
+
+def test_lane_by_lane_steps_refuse_wrong_types():
+    X32 = np.zeros((2, LANES), np.float32)
+    with pytest.raises(TypingError):  # a float64 scalar for float32 lanes
+        njit(lambda X: vmul(1.0, vload(X, 0, 0)))(X32)
+    with pytest.raises(TypingError):  # lanes of two dtypes
+        njit(lambda X, Y: vgate(vload(X, 0, 0), vload(Y, 0, 0)))(X32, np.zeros((2, LANES)))
+    with pytest.raises(TypingError):  # a float lane number
+        njit(lambda X: vlane(vload(X, 0, 0), 1.0))(X32)
+    with pytest.raises(TypingError):
+        njit(lambda X: vsubat(vload(X, 0, 0), 1, 1.0))(X32)
+    with pytest.raises(TypingError):  # not a vector
+        njit(lambda: vrelu(1.0))()
+    with pytest.raises(TypingError):
+        njit(lambda: vany(1.0))()
 
 
 @njit
