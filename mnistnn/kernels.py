@@ -32,11 +32,13 @@ vector registers, instead of a pass per layer and step with the ``(m, n)`` array
 Images go through it in pairs, so that the CPU works on the short chain of dependent steps
 between an image's two reads of its pixels (softmax, two small products) for both at once.
 
-Caching: the parallel kernels are compiled once per machine (Numba's on-disk cache, keyed to
-this file and to :mod:`mnistnn.simd`, whose intrinsics are compiled into them); the small
-driver functions that call them (``forward``, ``backward``, ``full_batch_step``, ...) are
-compiled in each process, because loading a cached function that calls a cached parallel one
-has crashed Numba 0.68 here.
+Caching: every function here is compiled once per machine (Numba's on-disk cache, keyed to this
+file and to :mod:`mnistnn.simd`, whose intrinsics are compiled into them), the driver functions
+that call the parallel kernels (``forward``, ``backward``, ``full_batch_step``, ...) too: they
+contain a copy of the kernels' code, which would otherwise be compiled again in every process
+(about 20 s before a fresh notebook's first ``fit``).  Numba starts its threading layer when it
+loads a parallel kernel, but not when it loads a driver that contains one, and the driver's
+first call then fails ("Symbol not found: allocate_sched"); so importing this module starts it.
 
 Determinism: every output element is computed by one thread with a fixed summation order, and
 where partial sums are needed (the weight gradients) the samples are cut into tiles
@@ -48,6 +50,7 @@ only where the code says so (see ``FASTMATH`` and :mod:`mnistnn.simd`).
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -103,6 +106,8 @@ SPARSE_MIN_WIDTH = 64  # wider first layers than LANES work on the nonzero pixel
 # "fastmath=True" a process that compiled the kernels trained to other weights than one that
 # loaded them).  The multiply-adds that matter are fused on purpose instead (simd.fma, vfma).
 FASTMATH = {"reassoc", "nsz"}
+
+numba.get_num_threads()  # starts the threading layer, which the cached drivers need (see above)
 
 
 def uses_sparse_pixels(sizes) -> bool:
@@ -731,7 +736,7 @@ def _dense_backprop(dZ, W, A_prev):
                 A_prev[i, k] = row[k] if A_prev[i, k] > zero else zero
 
 
-@njit
+@njit(cache=True)
 def forward(theta, off, sizes, X, pixels, rows, buf):
     """Forward pass of images ``X[rows]``; returns the logits view ``(m, n_L)`` of ``buf``.
 
@@ -763,7 +768,7 @@ def forward(theta, off, sizes, X, pixels, rows, buf):
     return Z
 
 
-@njit
+@njit(cache=True)
 def backward(theta, off, sizes, X, pixels, y, rows, buf, grad, losses, correct, one_pass=True):
     """Forward and backward pass on images ``X[rows]``: fills ``grad`` (laid out as ``theta``)
     with the gradient of the mean cross-entropy, ``losses`` ``(m,)`` and ``correct`` ``(m,)``.
@@ -820,7 +825,7 @@ def backward(theta, off, sizes, X, pixels, y, rows, buf, grad, losses, correct, 
     return _mean(losses)
 
 
-@njit
+@njit(cache=True)
 def _mean(losses):
     """The mean of ``losses``, added in order, so it does not depend on the thread count."""
     total = 0.0
@@ -829,7 +834,7 @@ def _mean(losses):
     return total / losses.shape[0]
 
 
-@njit
+@njit(cache=True)
 def _narrow_net_backward(theta, off, sizes, pixels, y, rows, buf, grad, losses, correct):
     """:func:`backward` of a network ``n_in -> n_h -> K`` with ``n_h, K <= 16`` on the nonzero
     pixels, all in one pass over the images (:func:`_narrow_net_tiles`), then the tiles' partial
@@ -880,7 +885,7 @@ def _update(theta, grad, velocity, alpha, momentum):
     return True
 
 
-@njit
+@njit(cache=True)
 def full_batch_step(
     theta,
     off,
@@ -911,7 +916,7 @@ def full_batch_step(
     return loss, hits / rows.shape[0], updated
 
 
-@njit
+@njit(cache=True)
 def train_epoch(
     theta,
     off,
@@ -953,7 +958,7 @@ def train_epoch(
     return total_loss / n, hits / n, done
 
 
-@njit
+@njit(cache=True)
 def predict_proba(theta, off, sizes, X, pixels, rows, buf):
     """Softmax probabilities ``(m, n_L)`` of images ``rows``: a view of ``buf``, valid until
     ``buf`` is used again."""
@@ -963,7 +968,7 @@ def predict_proba(theta, off, sizes, X, pixels, rows, buf):
     return Z
 
 
-@njit
+@njit(cache=True)
 def evaluate(theta, off, sizes, X, pixels, y, rows, buf, losses, correct):
     """Mean cross-entropy and accuracy on images ``rows`` without computing gradients."""
     Z = forward(theta, off, sizes, X, pixels, rows, buf)

@@ -316,12 +316,15 @@ rng = np.random.default_rng(0)
 X = (rng.random((3000, 784)) < 0.2) * rng.integers(0, 256, (3000, 784))
 X = X.astype(np.uint8)
 y = rng.integers(0, 10, 3000)
+# first a network whose first layer reads every pixel: no parallel kernel is loaded before the
+# cached drivers run (those crashed until importing the kernels started the threading layer)
+middle = NNetworkExtended(hidden_layers=(32,), maxiterations=2, seed=0).fit(X, y)
 full = NNetworkMinimal(maxiterations=5, seed=0).fit(X, y)
 double = NNetworkMinimal(maxiterations=2, seed=1, dtype="float64").fit(X, y)
 mini = NNetworkExtended(hidden_layers=(64, 32), batch_size=100, epochs=1, momentum=0.9,
                         init="he", seed=0).fit(X, y)
 h = hashlib.sha256()
-for net in (full, double, mini):
+for net in (middle, full, double, mini):
     h.update(net._theta.tobytes())
     h.update(net.predict_proba(X[:500]).tobytes())
     h.update(b"".join(g.tobytes() for part in net.gradients(X[:300], y[:300]) for g in part))
@@ -356,13 +359,48 @@ def test_bit_identical_whatever_the_thread_count():
 
 
 def test_bit_identical_whether_compiled_or_loaded_from_cache(tmp_path):
-    """The first process compiles the kernels into an empty cache, the second loads them: both
-    train to the same weights (they did not while the kernels allowed fused multiply-adds)."""
+    """The first process compiles the kernels and their drivers into an empty cache, the second
+    loads them: both train to the same weights (they did not while the kernels allowed fused
+    multiply-adds)."""
     compiled = run_determinism_script(NUMBA_CACHE_DIR=str(tmp_path))
     loaded = run_determinism_script(NUMBA_CACHE_DIR=str(tmp_path))
     assert int(compiled[2]) == 0 and int(compiled[3]) > 0  # nothing cached yet: all compiled
-    assert int(loaded[2]) > 0 and int(loaded[3]) == 0  # all loaded from the cache
+    assert int(loaded[2]) > 0 and int(loaded[3]) == 0  # all loaded from the cache, drivers too
     assert compiled[1] == loaded[1]
+
+
+CACHED_DRIVER_SCRIPT = """
+import hashlib, sys, numpy as np
+from mnistnn import NNetworkExtended
+rng = np.random.default_rng(0)
+X, y = rng.integers(0, 256, (500, 28, 28)).astype(np.uint8), rng.integers(0, 10, 500)
+settings = {"full": {"maxiterations": 2}, "mini": {"batch_size": 64, "epochs": 1}}[sys.argv[1]]
+net = NNetworkExtended(hidden_layers=(32,), seed=0, **settings).fit(X, y)  # dense first layer
+print(hashlib.sha256(net._theta.tobytes()).hexdigest())
+"""
+
+
+def test_cached_drivers_run_in_a_fresh_process(tmp_path):
+    """A driver loaded from Numba's cache runs in a process where no parallel kernel ran before
+    it.  Until importing the kernels started Numba's threading layer, the third process here
+    crashed (segmentation fault): full-batch drivers compiled, then the mini-batch one, then
+    the mini-batch one loaded from the cache."""
+
+    def run(kind: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", CACHED_DRIVER_SCRIPT, kind],
+            env=dict(os.environ, MNISTNN_PROGRESS="0", NUMBA_CACHE_DIR=str(tmp_path)),
+            cwd=tmp_path,  # not the checkout: `python -c` imports from the working directory first
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+
+    assert run("full").returncode == 0
+    compiled = run("mini")
+    loaded = run("mini")
+    assert compiled.returncode == 0 and loaded.returncode == 0, (loaded.returncode, loaded.stderr)
+    assert loaded.stdout == compiled.stdout and len(loaded.stdout.strip()) == 64
 
 
 def test_fresh_network_is_at_chance_and_has_public_parameters():
@@ -464,6 +502,9 @@ def test_kernels_cache_on_disk():
         kernels._narrow_forward,
         kernels._sparse_grad_tiles,
         kernels._reduce_tiles,
+        kernels.full_batch_step,  # the drivers too: they contain the kernels' code
+        kernels.train_epoch,
+        kernels.predict_proba,
     ):
         assert isinstance(fn._cache, FunctionCache)
 
