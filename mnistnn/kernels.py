@@ -258,12 +258,13 @@ def _transposed(W, width):
 
 
 @njit(cache=True)
-def _padded(W, width):
+def _padded(W, width, fill=0.0):
     """``W`` ``(n_out, n_in)`` as a new array ``(n_out, width)``, ``width >= n_in``, padded with
-    zero columns."""
+    columns of ``fill``."""
     n_out, n_in = W.shape
     Wp = _aligned_zeros(n_out, width, W.dtype)
     Wp[:, :n_in] = W
+    Wp[:, n_in:] = fill
     return Wp
 
 
@@ -499,6 +500,13 @@ def _softmax_parts(z):
     return e, vsum(e), zmax, vfind(z, zmax)
 
 
+@njit(cache=True)
+def _softmax_delta(e, total, label, inv_m):
+    """``(softmax(z) - onehot(label)) * inv_m`` from ``e`` and ``total`` of :func:`_softmax_parts`,
+    a :class:`~mnistnn.simd.Vec16`; a ``label`` outside 0..15 leaves the probabilities alone."""
+    return vsubat(vmul(inv_m / total, e), label, inv_m)
+
+
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _softmax_xent(Z, y, rows, inv_m, losses, correct):
     """Turn logits ``Z`` ``(m, K)`` into ``dZ = (softmax(Z) - onehot(y)) * inv_m`` in place.
@@ -526,9 +534,7 @@ def _softmax_xent(Z, y, rows, inv_m, losses, correct):
             z_label = Z[i, label]
             if K <= LANES:
                 e, total, zmax, arg = _softmax_parts(vloadn(Z, i, K, low))
-                vstore(out, r, 0, vfma(inv_m / total, e, vzeros(out)))  # e * inv_m / total
-                if labelled:
-                    out[r, label] -= inv_m
+                vstore(out, r, 0, _softmax_delta(e, total, label if labelled else -1, inv_m))
             else:
                 zmax = Z[i, 0]
                 arg = 0
@@ -569,7 +575,7 @@ def _narrow_image(w1x, label, scale, b1p, W2T, W2p, b2p, inv_m, h, o, r, dw2):
     vstore(h, r, 0, h_hat)
     out = vadd(_row_times(h, r, W2T), vload(b2p, 0, 0))  # O = W2 H_hat + b2              (K,)
     e, total, omax, arg = _softmax_parts(out)
-    d_o = vsubat(vmul(inv_m / total, e), label, inv_m)  # (softmax(O) - onehot(y)) / m    (K,)
+    d_o = _softmax_delta(e, total, label, inv_m)  # dO = (softmax(O) - onehot(y)) / m     (K,)
     vstore(o, r, 0, d_o)
     for k in range(dw2.shape[0]):  # dW2 += H_hat dO^T, one row of dW2^T per hidden unit
         vstore(dw2, k, 0, vfma(h[r, k], d_o, vload(dw2, k, 0)))
@@ -851,9 +857,8 @@ def _narrow_net_backward(theta, off, sizes, pixels, y, rows, buf, grad, losses, 
         np.empty((n_tiles, 2, LANES), theta.dtype),  # sums of dH and dO per tile
     )
     W1T, W2T, W2p = _transposed(W1, LANES), _transposed(W2, LANES), _padded(W2, LANES)
-    b1p, b2p = np.zeros((1, LANES), theta.dtype), np.full((1, LANES), -np.inf, theta.dtype)
-    b1p[0, : b1.shape[0]] = b1
-    b2p[0, : b2.shape[0]] = b2
+    b1p = _padded(b1.reshape((1, -1)), LANES)
+    b2p = _padded(b2.reshape((1, -1)), LANES, -np.inf)  # exp(-inf) = 0: no padding class
     inv_m = theta.dtype.type(1.0 / m)
     _narrow_net_tiles(
         pixels, rows, y, scale, W1T, b1p, W2T, W2p, b2p, inv_m, losses, correct, parts
