@@ -301,14 +301,19 @@ def _narrow_forward(pixels, rows, scale, WT, b, relu, Z):
     """
     m = rows.shape[0]
     n_out = Z.shape[1]
-    zero = WT.dtype.type(0)
+    bp = _padded(b.reshape((1, -1)), LANES)
     for t in prange((m + TILE - 1) // TILE):
-        z = np.empty((1, LANES), WT.dtype)
         for i in range(t * TILE, min(m, (t + 1) * TILE)):
-            vstore(z, 0, 0, _pixels_times(pixels, rows[i], WT))
-            for j in range(n_out):
-                out = z[0, j] * scale + b[j]
-                Z[i, j] = max(out, zero) if relu else out
+            z = _first_layer(_pixels_times(pixels, rows[i], WT), scale, bp)
+            vstoren(Z, i, n_out, vrelu(z) if relu else z)
+
+
+@njit(cache=True, inline="always")
+def _first_layer(wx, scale, bp):
+    """``W x / 255 + b`` (multiplied, then added: never fused) from ``W x``, the unscaled pixels
+    of an image times ``W`` (a :class:`~mnistnn.simd.Vec16`); ``bp`` ``(1, 16)``: ``b`` padded
+    with zeros."""
+    return vadd(vmul(scale, wx), vload(bp, 0, 0))
 
 
 @njit(cache=True)
@@ -358,15 +363,10 @@ def _narrow_grad_tiles(dZ, pixels, rows, partial):
         acc = partial[t]
         for k in range(n_in):
             vstore(acc, k, 0, vzeros(acc))
-        g = np.zeros((1, LANES), partial.dtype)
         for i in range(t * m // n_tiles, (t + 1) * m // n_tiles):
-            active = False
-            for j in range(n_out):
-                g[0, j] = dZ[i, j]
-                active |= dZ[i, j] != zero
-            if not active:
-                continue  # every unit inactive (ReLU): nothing to add
-            _add_pixels_times(acc, pixels, rows[i], vload(g, 0, 0))
+            g = vloadn(dZ, i, n_out, zero)
+            if vany(g):  # else every unit is inactive (ReLU): nothing to add
+                _add_pixels_times(acc, pixels, rows[i], g)
 
 
 @njit(cache=True)
@@ -571,7 +571,7 @@ def _narrow_image(w1x, label, scale, b1p, W2T, W2p, b2p, inv_m, h, o, r, dw2):
     ``h`` and ``o`` ``(GROUP, 16)`` is this image's.  Returns ``(dH, dO, sum(exp(O - max O)),
     O[label] - max O, argmax O == label)``.
     """
-    h_hat = vrelu(vadd(vmul(scale, w1x), vload(b1p, 0, 0)))  # ReLU(W1 x / 255 + b1)    (n_h,)
+    h_hat = vrelu(_first_layer(w1x, scale, b1p))  # ReLU(W1 x / 255 + b1)                (n_h,)
     vstore(h, r, 0, h_hat)
     out = vadd(_row_times(h, r, W2T), vload(b2p, 0, 0))  # O = W2 H_hat + b2              (K,)
     e, total, omax, arg = _softmax_parts(out)

@@ -252,12 +252,6 @@ def vgate(typingctx, c, v):
     return v(c, v), codegen
 
 
-def _is_lane(builder, k):
-    """``<16 x i1>``: set in lane ``k`` only (``k`` an LLVM integer)."""
-    lanes = ir.Constant(ir.VectorType(k.type, LANES), list(range(LANES)))
-    return builder.icmp_signed("==", lanes, _splat(builder, k))
-
-
 @intrinsic
 def vsubat(typingctx, v, k, s):
     """``v`` with the scalar ``s`` subtracted from lane ``k`` (no other lane changes; no lane if
@@ -267,7 +261,7 @@ def vsubat(typingctx, v, k, s):
 
     def codegen(context, builder, signature, args):
         less = builder.fsub(args[0], _splat(builder, args[2]))
-        return builder.select(_is_lane(builder, args[1]), less, args[0])
+        return builder.select(_lanes_compared(builder, "==", args[1]), less, args[0])
 
     return v(v, k, s), codegen
 
@@ -306,16 +300,18 @@ def _splat(builder, value):
     return builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined), mask)
 
 
-def _lane_mask(builder, n):
-    """``<16 x i1>``: lane ``k`` set where ``k < n`` (``n`` an LLVM integer)."""
+def _lanes_compared(builder, op, n):
+    """``<16 x i1>``: lane ``k`` set where ``k op n`` (``op`` ``"=="`` or ``"<"``, ``n`` an LLVM
+    integer): lane ``n`` only, or the first ``n`` lanes."""
     lanes = ir.Constant(ir.VectorType(n.type, LANES), list(range(LANES)))
-    return builder.icmp_signed("<", lanes, _splat(builder, n))
+    return builder.icmp_signed(op, lanes, _splat(builder, n))
 
 
 def _masked_args(context, builder, signature, args):
     """``(pointer to a[i, 0] as 16 lanes, mask of lanes < n)`` for ``args = (a, i, n, ...)``."""
     n = context.cast(builder, args[2], signature.args[2], types.intp)
-    return _lanes_pointer(context, builder, signature, args, row_start=True), _lane_mask(builder, n)
+    ptr = _lanes_pointer(context, builder, signature, args, row_start=True)
+    return ptr, _lanes_compared(builder, "<", n)
 
 
 def _row_args_ok(a, i, n) -> bool:
