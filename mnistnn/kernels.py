@@ -268,6 +268,13 @@ def _padded(W, width, fill=0.0):
     return Wp
 
 
+@njit(cache=True)
+def _padded_bias(b, fill=0.0):
+    """The bias ``b`` ``(n,)``, ``n <= 16``, as one row ``(1, 16)`` padded with ``fill``, for
+    :func:`~mnistnn.simd.vload`."""
+    return _padded(b.reshape((1, -1)), LANES, fill)
+
+
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _sparse_forward(pixels, rows, scale, WT, b, relu, Z):
     """First layer: ``Z[i] = act(scale * W @ x_i + b)``, ``x_i`` the pixels of image ``rows[i]``,
@@ -301,7 +308,7 @@ def _narrow_forward(pixels, rows, scale, WT, b, relu, Z):
     """
     m = rows.shape[0]
     n_out = Z.shape[1]
-    bp = _padded(b.reshape((1, -1)), LANES)
+    bp = _padded_bias(b)
     for t in prange((m + TILE - 1) // TILE):
         for i in range(t * TILE, min(m, (t + 1) * TILE)):
             z = _first_layer(_pixels_times(pixels, rows[i], WT), scale, bp)
@@ -857,8 +864,8 @@ def _narrow_net_backward(theta, off, sizes, pixels, y, rows, buf, grad, losses, 
         np.empty((n_tiles, 2, LANES), theta.dtype),  # sums of dH and dO per tile
     )
     W1T, W2T, W2p = _transposed(W1, LANES), _transposed(W2, LANES), _padded(W2, LANES)
-    b1p = _padded(b1.reshape((1, -1)), LANES)
-    b2p = _padded(b2.reshape((1, -1)), LANES, -np.inf)  # exp(-inf) = 0: no padding class
+    b1p = _padded_bias(b1)
+    b2p = _padded_bias(b2, -np.inf)  # exp(-inf) = 0: no padding class
     inv_m = theta.dtype.type(1.0 / m)
     _narrow_net_tiles(
         pixels, rows, y, scale, W1T, b1p, W2T, W2p, b2p, inv_m, losses, correct, parts
