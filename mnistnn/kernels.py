@@ -22,7 +22,9 @@ usually works on the nonzero pixels only: :func:`sparse_pixels` lists them once 
 ``fit``/``predict`` (compressed rows: a 2-byte column number and the value as a float per nonzero
 pixel, unscaled, so the results are the same as from the ``uint8`` values).  A narrow first layer
 (at most 16 units, like the write-up's 10) handles all its units at once per pixel, in one
-:class:`~mnistnn.simd.Vec16`; a wide one (64 units or more) loops over them; one in between
+:class:`~mnistnn.simd.Vec16`; a wide one (64 units or more) 64 at a time, in four (and for its
+weight gradient it first sorts each chunk's nonzero pixels by column, so that a row of the
+gradient is read and written once per chunk of images, not once per image); one in between
 reads the dense pixels four images at a time (see :func:`uses_sparse_pixels`).
 
 A network with one hidden layer, when both of its layers have at most 16 units (the write-up's
@@ -99,6 +101,7 @@ ALIGN_BYTES = 64  # a cache line
 GROUP = 2  # images whose small steps overlap in the one-pass kernel (_narrow_net_tiles)
 ALIGN = 16  # elements of slack that let an array start on a cache line (float32 or float64)
 SPARSE_MIN_WIDTH = 64  # wider first layers than LANES work on the nonzero pixels from this width
+BLOCK = 4 * LANES  # units of a wide sparse first layer summed side by side (four Vec16)
 # LLVM may reorder sums (to vectorize dot products) and ignore the sign of zero, but not fuse
 # a*b + c into one FMA on its own.  A parallel kernel's loop body is optimized once on its own and
 # once more inside the kernel; the compiling process runs the first copy, Numba's cache keeps the
@@ -183,6 +186,13 @@ def _aligned_zeros(rows, cols, dtype):
 
 
 @njit(cache=True)
+def _block_width(n):
+    """``n`` units rounded up to whole blocks of ``BLOCK``: the padded width of a wide sparse
+    first layer's transposed weights and partial gradients."""
+    return (n + BLOCK - 1) // BLOCK * BLOCK
+
+
+@njit(cache=True)
 def grad_tiles(m):
     """Sample tiles (partial weight gradients) of a batch of ``m`` images:
     ``min(MAX_GRAD_TILES, ceil(m / TILE))``, whatever the number of threads."""
@@ -194,6 +204,8 @@ def work_size(sizes, m: int, gradients: bool = True) -> int:
     plus (for :func:`backward`) the partial gradients of the largest weight matrix."""
     sizes = np.asarray(sizes, dtype=np.int64)
     widths = np.maximum(sizes[1:], LANES)  # a narrow layer's partials are padded to LANES
+    if sizes[1] >= SPARSE_MIN_WIDTH:  # a wide first layer's, to whole blocks
+        widths[0] = _block_width(sizes[1])
     largest = int(np.max(widths * sizes[:-1]))
     partials = int(grad_tiles(m)) * largest + ALIGN  # + room to start them on a cache line
     return int(_act_size(sizes, m)) + (partials if gradients else 0)
@@ -277,27 +289,49 @@ def _padded_bias(b, fill=0.0):
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _sparse_forward(pixels, rows, scale, WT, b, relu, Z):
-    """First layer: ``Z[i] = act(scale * W @ x_i + b)``, ``x_i`` the pixels of image ``rows[i]``,
-    summed over its nonzero pixels only.  ``WT = W.T`` ``(n_in, n_out)`` (C order: the weights
-    *from* one pixel are contiguous), ``Z`` ``(m, n_out)``.
+    """Wide first layer: ``Z[i] = act(scale * W @ x_i + b)``, ``x_i`` the pixels of image
+    ``rows[i]``, summed over its nonzero pixels only.  ``WT`` ``(n_in, width)``: ``W.T`` padded
+    with zero columns to whole blocks (:func:`_block_width`; the weights *from* one pixel are
+    contiguous); ``Z`` ``(m, n_out)``.  A block of 64 units is four :class:`~mnistnn.simd.Vec16`
+    sums kept in registers over the image's pixels.
     """
-    indptr, indices, values = pixels
-    m = rows.shape[0]
-    n_out = WT.shape[1]
-    zero = WT.dtype.type(0)
+    m, n_out = Z.shape
+    width = WT.shape[1]
+    bp = _padded(b.reshape((1, -1)), width)
     for t in prange((m + TILE - 1) // TILE):
-        z = np.empty(n_out, WT.dtype)
+        z = np.empty((1, width), WT.dtype)
         for i in range(t * TILE, min(m, (t + 1) * TILE)):
+            for j in range(0, width, BLOCK):
+                s0, s1, s2, s3 = _pixels_times_block(pixels, rows[i], WT, j)
+                _store_units(z, j, _first_layer(s0, scale, bp, j), relu)
+                _store_units(z, j + LANES, _first_layer(s1, scale, bp, j + LANES), relu)
+                _store_units(z, j + 2 * LANES, _first_layer(s2, scale, bp, j + 2 * LANES), relu)
+                _store_units(z, j + 3 * LANES, _first_layer(s3, scale, bp, j + 3 * LANES), relu)
             for j in range(n_out):
-                z[j] = zero
-            for q in range(indptr[rows[i]], indptr[rows[i] + 1]):
-                v = WT.dtype.type(values[q])
-                k = indices[q]
-                for j in range(n_out):
-                    z[j] = fma(v, WT[k, j], z[j])
-            for j in range(n_out):
-                out = z[j] * scale + b[j]
-                Z[i, j] = max(out, zero) if relu else out
+                Z[i, j] = z[0, j]
+
+
+@njit(cache=True, inline="always")
+def _store_units(z, j, out, relu):
+    """``z[0, j:j+16] = ReLU(out)`` (``out`` itself if not ``relu``)."""
+    vstore(z, 0, j, vrelu(out) if relu else out)
+
+
+@njit(cache=True, inline="always")
+def _pixels_times_block(pixels, image, WT, j):
+    """``x @ WT[:, j:j+64]`` as four :class:`~mnistnn.simd.Vec16`, ``x`` the nonzero pixels of
+    image ``image`` (unscaled), each lane summed over the pixels in order."""
+    indptr, indices, values = pixels
+    lo, hi = indptr[image], indptr[image + 1]
+    cols, vals = indices[lo:hi], values[lo:hi]  # from 0: no negative-index checks
+    s0, s1, s2, s3 = vzeros(WT), vzeros(WT), vzeros(WT), vzeros(WT)
+    for p in range(hi - lo):
+        v, k = WT.dtype.type(vals[p]), cols[p]
+        s0 = vfma(v, vload(WT, k, j), s0)
+        s1 = vfma(v, vload(WT, k, j + LANES), s1)
+        s2 = vfma(v, vload(WT, k, j + 2 * LANES), s2)
+        s3 = vfma(v, vload(WT, k, j + 3 * LANES), s3)
+    return s0, s1, s2, s3
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
@@ -316,11 +350,11 @@ def _narrow_forward(pixels, rows, scale, WT, b, relu, Z):
 
 
 @njit(cache=True, inline="always")
-def _first_layer(wx, scale, bp):
+def _first_layer(wx, scale, bp, j=0):
     """``W x / 255 + b`` (multiplied, then added: never fused) from ``W x``, the unscaled pixels
-    of an image times ``W`` (a :class:`~mnistnn.simd.Vec16`); ``bp`` ``(1, 16)``: ``b`` padded
-    with zeros."""
-    return vadd(vmul(scale, wx), vload(bp, 0, 0))
+    of an image times ``W`` (a :class:`~mnistnn.simd.Vec16` of units ``j..j+15``); ``bp``
+    ``(1, width)``: ``b`` padded with zeros."""
+    return vadd(vmul(scale, wx), vload(bp, 0, j))
 
 
 @njit(cache=True)
@@ -437,23 +471,77 @@ def _narrow_backprop(dZ, Wp, A_prev):
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _sparse_grad_tiles(dZ, pixels, rows, partial):
-    """First layer: tile ``t`` of the ``partial.shape[0]`` sample tiles sets ``partial[t]``
-    ``(n_in, n_out)`` (transposed, so one pixel's row is contiguous) to ``X[tile]^T dZ[tile]``,
-    summed over the nonzero pixels only."""
-    indptr, indices, values = pixels
+    """Wide first layer: tile ``t`` of the ``partial.shape[0]`` sample tiles sets ``partial[t]``
+    ``(n_in, width)`` (transposed, so one pixel's row is contiguous; padded to whole blocks, see
+    :func:`_block_width`) to ``X[tile]^T dZ[tile]``, summed over the nonzero pixels only.
+
+    The tile's images go in chunks of ``TILE``.  A chunk's nonzero pixels are sorted by column
+    (:func:`_pixels_by_column`), and then each row ``k`` of the sum gets all its terms (the
+    chunk's images with pixel ``k``, in image order) while 64 units of it stay in four
+    :class:`~mnistnn.simd.Vec16`: one load and one store of the row per chunk, not per image.
+    """
     m, n_out = dZ.shape
-    n_tiles, n_in = partial.shape[0], partial.shape[1]
+    n_tiles, n_in, width = partial.shape
     for t in prange(n_tiles):
         acc = partial[t]
-        for k in range(n_in):
-            for j in range(n_out):
-                acc[k, j] = 0
-        for i in range(t * m // n_tiles, (t + 1) * m // n_tiles):
-            for q in range(indptr[rows[i]], indptr[rows[i] + 1]):
-                v = partial.dtype.type(values[q])
-                k = indices[q]
+        lo, hi = t * m // n_tiles, (t + 1) * m // n_tiles
+        g = np.zeros((TILE, width), partial.dtype)  # the chunk's deltas, padded with zeros
+        for first in range(lo, hi, TILE):
+            stop = min(hi, first + TILE)
+            for i in range(first, stop):
                 for j in range(n_out):
-                    acc[k, j] = fma(v, dZ[i, j], acc[k, j])
+                    g[i - first, j] = dZ[i, j]
+            starts, image, value = _pixels_by_column(pixels, rows[first:stop], n_in, acc.dtype)
+            for k in range(n_in):
+                if first > lo and starts[k] == starts[k + 1]:
+                    continue  # no term in this chunk: the row stays as it is
+                for j in range(0, width, BLOCK):
+                    _add_column_terms(acc, k, j, g, image, value, starts, first == lo)
+
+
+@njit(cache=True)
+def _pixels_by_column(pixels, rows, n_in, dtype):
+    """The nonzero pixels of images ``rows`` grouped by column: ``(starts, image, value)``, where
+    column ``k``'s pixels are at ``starts[k]:starts[k+1]`` of ``image`` (positions in ``rows``,
+    ascending) and ``value`` (unscaled, of ``dtype``)."""
+    indptr, indices, values = pixels
+    starts = np.zeros(n_in + 1, np.int64)
+    for r in range(rows.shape[0]):
+        for q in range(indptr[rows[r]], indptr[rows[r] + 1]):
+            starts[indices[q] + 1] += 1
+    for k in range(n_in):
+        starts[k + 1] += starts[k]
+    image = np.empty(starts[n_in], np.int64)
+    value = np.empty(starts[n_in], dtype)
+    free = starts[:n_in].copy()  # the next free place of each column
+    for r in range(rows.shape[0]):
+        for q in range(indptr[rows[r]], indptr[rows[r] + 1]):
+            k = indices[q]
+            image[free[k]] = r
+            value[free[k]] = values[q]
+            free[k] += 1
+    return starts, image, value
+
+
+@njit(cache=True, inline="always")
+def _add_column_terms(acc, k, j, g, image, value, starts, fresh):
+    """``acc[k, j:j+64] += sum_e value[e] * g[image[e], j:j+64]`` over the terms ``e`` of column
+    ``k`` (see :func:`_pixels_by_column`), added one after another; from zero if ``fresh``."""
+    if fresh:
+        s0, s1, s2, s3 = vzeros(acc), vzeros(acc), vzeros(acc), vzeros(acc)
+    else:
+        s0, s1 = vload(acc, k, j), vload(acc, k, j + LANES)
+        s2, s3 = vload(acc, k, j + 2 * LANES), vload(acc, k, j + 3 * LANES)
+    for e in range(starts[k], starts[k + 1]):
+        v, r = value[e], image[e]
+        s0 = vfma(v, vload(g, r, j), s0)
+        s1 = vfma(v, vload(g, r, j + LANES), s1)
+        s2 = vfma(v, vload(g, r, j + 2 * LANES), s2)
+        s3 = vfma(v, vload(g, r, j + 3 * LANES), s3)
+    vstore(acc, k, j, s0)
+    vstore(acc, k, j + LANES, s1)
+    vstore(acc, k, j + 2 * LANES, s2)
+    vstore(acc, k, j + 3 * LANES, s3)
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
@@ -731,22 +819,32 @@ def _bias_grad(dZ, db):
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _dense_backprop(dZ, W, A_prev):
-    """Overwrite ``A_prev`` ``(m, n_in)`` with ``dZ_prev = (dZ W) * [A_prev > 0]``."""
+    """Overwrite ``A_prev`` ``(m, n_in)`` with ``dZ_prev = (dZ W) * [A_prev > 0]``.
+
+    64 inputs of a sample at a time stay in four :class:`~mnistnn.simd.Vec16` while the rows of
+    ``W`` (padded with zero columns to whole blocks) are added in, each times its delta.
+    """
     m, n_out = dZ.shape
     n_in = W.shape[1]
     zero = W.dtype.type(0)
+    Wp = _padded(W, _block_width(n_in))
+    width = Wp.shape[1]
     for t in prange((m + TILE - 1) // TILE):
-        row = np.empty(n_in, W.dtype)
+        row = np.empty((1, width), W.dtype)
         for i in range(t * TILE, min(m, (t + 1) * TILE)):
+            for k in range(0, width, BLOCK):
+                s0, s1, s2, s3 = vzeros(Wp), vzeros(Wp), vzeros(Wp), vzeros(Wp)
+                for j in range(n_out):
+                    g = dZ[i, j]
+                    if g != zero:
+                        s0 = vfma(g, vload(Wp, j, k), s0)
+                        s1 = vfma(g, vload(Wp, j, k + LANES), s1)
+                        s2 = vfma(g, vload(Wp, j, k + 2 * LANES), s2)
+                        s3 = vfma(g, vload(Wp, j, k + 3 * LANES), s3)
+                for u, s in enumerate((s0, s1, s2, s3)):
+                    vstore(row, 0, k + u * LANES, s)
             for k in range(n_in):
-                row[k] = zero
-            for j in range(n_out):
-                g = dZ[i, j]
-                if g != zero:
-                    for k in range(n_in):
-                        row[k] = fma(g, W[j, k], row[k])
-            for k in range(n_in):
-                A_prev[i, k] = row[k] if A_prev[i, k] > zero else zero
+                A_prev[i, k] = row[0, k] if A_prev[i, k] > zero else zero
 
 
 @njit(cache=True)
@@ -769,7 +867,7 @@ def forward(theta, off, sizes, X, pixels, rows, buf):
     elif W.shape[0] <= LANES:
         _narrow_forward(pixels, rows, scale, _transposed(W, LANES), b, L > 1, Z)
     else:
-        _sparse_forward(pixels, rows, scale, _transposed(W, W.shape[0]), b, L > 1, Z)
+        _sparse_forward(pixels, rows, scale, _transposed(W, _block_width(W.shape[0])), b, L > 1, Z)
     for layer in range(2, L + 1):
         W, b = _wb(theta, off, sizes, layer)
         A = Z
@@ -832,7 +930,7 @@ def backward(theta, off, sizes, X, pixels, y, rows, buf, grad, losses, correct, 
         _narrow_grad_tiles(dZ, pixels, rows, partial)
         _reduce_tiles(partial, True, scale, dW)
     else:  # the nonzero pixels only; the partials are stored transposed
-        partial = _partials(tiles, n_tiles, dW.shape[1], dW.shape[0])
+        partial = _partials(tiles, n_tiles, dW.shape[1], _block_width(dW.shape[0]))
         _sparse_grad_tiles(dZ, pixels, rows, partial)
         _reduce_tiles(partial, True, scale, dW)
     return _mean(losses)

@@ -10,7 +10,7 @@ overlap, and it falls back to one float at a time.  ``Vec16`` says it explicitly
 floats (``float32`` or ``float64``) that a kernel keeps in a local variable, in vector registers,
 from one loop iteration to the next.  LLVM splits it into as many registers as the machine needs
 (one 512-bit register for ``float32`` where the CPU has AVX-512).  A layer of at most 16 units
-keeps all its units in one ``Vec16``:
+keeps all its units in one ``Vec16``, a wide one 64 of them in four:
 
     vzeros(a)           16 zeros of the dtype of array ``a``
     vload(a, i, j)      ``a[i, j:j+16]`` of a C-ordered 2-D array (no bounds check)

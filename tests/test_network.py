@@ -80,6 +80,20 @@ def test_gradients_match_numpy_reference(hidden):
         np.testing.assert_allclose(mine, ref, rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("n", [120, 2100])  # one chunk of images per sample tile, and three
+def test_wide_sparse_first_layer_matches_numpy_reference(n):
+    """70 units: a block of 64 and one padded with zeros; the gradient sorts each chunk of up to
+    64 images by pixel and adds to the rows of ``dW`` chunk by chunk."""
+    X, y = make_data(n=n)
+    net = NNetworkExtended(nodes_in=64, hidden_layers=(70,), nodes_out=4, seed=1, dtype="float64")
+    assert kernels.uses_sparse_pixels(net._sizes)
+    loss, dWs, dbs = numpy_reference(net, X, y)
+    assert net.loss(X, y) == pytest.approx(loss, rel=1e-12)
+    gW, gb = net.gradients(X, y)
+    for mine, ref in zip(gW + gb, dWs + dbs, strict=True):
+        np.testing.assert_allclose(mine, ref, rtol=1e-10, atol=1e-14)
+
+
 def test_one_pass_network_with_16_units_and_16_classes_matches_numpy_reference():
     """784 -> n_h -> K with n_h, K <= 16 runs as one pass per image; here both fill all lanes."""
     X, y = make_data(n=300, n_classes=16)
