@@ -30,7 +30,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from typing import IO, Protocol
 
 import numpy as np
 
+from ._files import atomic_write, remove_stale, temp_dir
 from .idx import read_idx
 
 __all__ = [
@@ -322,23 +322,15 @@ def _mismatch(got: str, expected: str) -> CorruptFileError:
 
 
 def _install(candidate: Candidate, final: Path, expected: str) -> None:
-    """Copy ``candidate`` (decompressed) to ``final`` via a temporary name, if it verifies."""
-    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            if isinstance(candidate, Path):
-                with open(candidate, "rb") as src:
-                    got = _copy_hashing(src, out)
-            else:
-                got = _copy_hashing(candidate, out)
+    """Copy ``candidate`` (decompressed) to ``final`` atomically, if it verifies."""
+    with atomic_write(final) as out:
+        if isinstance(candidate, Path):
+            with open(candidate, "rb") as src:
+                got = _copy_hashing(src, out)
+        else:
+            got = _copy_hashing(candidate, out)
         if got != expected:
             raise _mismatch(got, expected)
-        tmp.chmod(0o644)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _read_stamp(folder: Path) -> dict[str, dict[str, object]]:
@@ -350,15 +342,8 @@ def _read_stamp(folder: Path) -> dict[str, dict[str, object]]:
 
 
 def _write_stamp(folder: Path, stamp: Mapping[str, Mapping[str, object]]) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f"{STAMP_NAME}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w") as out:
-            json.dump(stamp, out, indent=1, sort_keys=True)
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, folder / STAMP_NAME)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_write(folder / STAMP_NAME) as out:
+        out.write(json.dumps(stamp, indent=1, sort_keys=True).encode())
 
 
 def _stamp_entry(path: Path, sha: str) -> dict[str, object]:
@@ -740,6 +725,7 @@ def fetch(
     spec = get_spec(dataset)
     folder = _resolve_home(data_home) / spec.folder
     folder.mkdir(parents=True, exist_ok=True)
+    remove_stale(folder)  # what an earlier run killed mid-download left behind
     paths = {name: folder / name for name in spec.files}
     missing = list(spec.files)
     stamp = _read_stamp(folder)
@@ -781,10 +767,10 @@ def _try_source(
 ) -> str:
     """Install the verified files ``source`` delivers; return why it fell short ('' if not)."""
     problems: list[str] = []
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".tmp-") as tmp:
+    with temp_dir(folder, "fetch") as tmp:
         items: Iterator[tuple[str, Candidate]] | None = None
         try:
-            items = iter(source.fetch(spec, list(missing), Path(tmp), progress))
+            items = iter(source.fetch(spec, list(missing), tmp, progress))
             for name, candidate in items:
                 if name not in missing:
                     continue

@@ -33,7 +33,6 @@ import gzip
 import io
 import math
 import os
-import secrets
 import struct
 import zlib
 from collections.abc import Callable, Iterator
@@ -42,6 +41,8 @@ from typing import BinaryIO, ClassVar, TypeAlias
 
 import numpy as np
 from numpy.typing import DTypeLike
+
+from ._files import atomic_write
 
 __all__ = [
     "TYPE_CODES",
@@ -197,25 +198,14 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
         shape=tuple(arr.shape),
         offset=4 + 4 * arr.ndim,
     )
-    target = os.fspath(path)
-    folder, base = os.path.split(os.path.abspath(target))
-    fd, tmp = _create_temp(folder, base)
-    try:
-        with open(fd, "wb") as raw:
-            if base.lower().endswith(".gz"):
-                with gzip.GzipFile(
-                    filename=base, mode="wb", fileobj=raw, compresslevel=6, mtime=0
-                ) as out:
-                    _write_body(out, header, arr)
-            else:
-                _write_body(raw, header, arr)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    base = os.path.basename(os.fspath(path))
+    with atomic_write(path) as raw:
+        if base.lower().endswith(".gz"):
+            gz = gzip.GzipFile(filename=base, mode="wb", fileobj=raw, compresslevel=6, mtime=0)
+            with gz:
+                _write_body(gz, header, arr)
+        else:
+            _write_body(raw, header, arr)
 
 
 class _IdxArray:
@@ -582,20 +572,6 @@ def _type_code_for(dtype: np.dtype) -> int:
         f"unsupported dtype {dtype} for IDX; supported: uint8, int8, int16, int32, float32, "
         "float64 (convert first, e.g. array.astype(np.int32))"
     )
-
-
-def _create_temp(folder: str, base: str) -> tuple[int, str]:
-    """Create a new empty file next to the target; returns (fd, path).
-
-    ``os.open`` with mode 0o666 gives the file the usual umask-based permissions.
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        tmp = os.path.join(folder, f".{base}.{secrets.token_hex(6)}.tmp")
-        try:
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:
-            continue
 
 
 def _write_body(out: BinaryIO | gzip.GzipFile, header: IdxHeader, arr: np.ndarray) -> None:

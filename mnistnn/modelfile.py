@@ -51,11 +51,9 @@ and the problem) for anything that is not a well-formed model file.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import json
 import os
-import secrets
 import zipfile
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -63,6 +61,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, NoReturn, TypeAlias
 
 import numpy as np
+
+from ._files import atomic_write
 
 __all__ = [
     "FORMAT_MARKER",
@@ -84,7 +84,6 @@ FORMAT_MARKER = "mnistnn-model"
 _FLOAT_DTYPES = ("float32", "float64")
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty archive
 _NPY_MAGIC = b"\x93NUMPY"
-_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
 
 
 class ModelFormatError(ValueError):
@@ -198,7 +197,8 @@ def save_model(
 
     arrays = dict(_entries(ws, bs))
     arrays["metadata"] = np.array(text)
-    _write_atomically(path, arrays)
+    with atomic_write(path) as out:
+        np.savez(out, allow_pickle=False, **arrays)
     return path
 
 
@@ -215,47 +215,6 @@ def _entries(ws: Sequence[np.ndarray], bs: Sequence[np.ndarray]) -> list[tuple[s
     for k, (w, b) in enumerate(zip(ws, bs, strict=True), start=1):
         out += [(f"W{k}", w), (f"b{k}", b)]
     return out
-
-
-def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` with ``np.savez`` to a temporary sibling of ``path``, then rename it."""
-    folder = path.parent
-    # O_EXCL creation with mode 0o666 honours the umask, so the model gets the permissions of
-    # any ordinary new file (mkstemp would make it private to the owner).
-    for _ in range(100):
-        tmp = folder / f".{path.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            fd = os.open(tmp, _CREATE_FLAGS, 0o666)
-            break
-        except FileExistsError:
-            continue
-    else:  # pragma: no cover - 100 collisions of 48 random bits
-        raise FileExistsError(f"could not create a temporary file in {folder}")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, allow_pickle=False, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_folder(folder)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename durable where the OS allows it (POSIX); best effort."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------------------------

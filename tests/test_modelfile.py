@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import subprocess
+import sys
 import textwrap
 import zipfile
 from datetime import datetime, timedelta
@@ -279,6 +281,20 @@ def test_failed_first_save_leaves_no_file(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(RuntimeError):
         save_model(tmp_path / "model.npz", ws, bs, META)
     assert os.listdir(tmp_path) == []
+
+
+def test_save_removes_what_a_killed_save_left(tmp_path: Path) -> None:
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    stale = tmp_path / f".model.npz.{int(child.stdout)}-{'0' * 12}.tmp"  # its process is gone
+    stale.write_bytes(b"PK\x03\x04 half of a model")
+    other = tmp_path / f".other.npz.{int(child.stdout)}-{'0' * 12}.tmp"  # another target's
+    other.write_bytes(b"")
+    ws, bs = make_net([4, 3])
+    save_model(tmp_path / "model.npz", ws, bs, META)
+    assert sorted(os.listdir(tmp_path)) == sorted(["model.npz", other.name])
 
 
 # --------------------------------------------------------------------------------------------

