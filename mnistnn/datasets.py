@@ -30,7 +30,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import IO, Protocol
 import numpy as np
 
 from ._files import atomic_write, remove_stale, temp_dir
+from ._gzip import GzipError, open_content
 from .idx import read_idx
 
 __all__ = [
@@ -108,14 +108,16 @@ Runner = Callable[[Sequence[str], Path, float], "subprocess.CompletedProcess[str
 class DatasetSpec:
     """Everything needed to find and recognise one dataset's files.
 
-    ``files`` maps each file name to the SHA-256 of its raw (decompressed) IDX bytes; the other
-    fields say where copies can be found. Tests build small fake specs with their own files.
+    ``files`` maps each file name to the SHA-256 of its raw (decompressed) IDX bytes and
+    ``sizes`` to their number (no more than that is ever read or decompressed); the other fields
+    say where copies can be found. Tests build small fake specs with their own files.
     """
 
     key: str
     name: str
     folder: str
     files: Mapping[str, str]
+    sizes: Mapping[str, int]
     classes: tuple[str, ...] = ()
     splits: Mapping[str, tuple[str, str]] = field(default_factory=lambda: dict(STANDARD_SPLITS))
     image_shape: tuple[int, int] = (28, 28)
@@ -127,6 +129,18 @@ class DatasetSpec:
     deb_package: str | None = None
     deb_member_dir: str = ""
 
+    def __post_init__(self) -> None:
+        if set(self.sizes) != set(self.files):
+            raise ValueError(f"{self.name}: 'sizes' must give the size of each file in 'files'")
+
+
+# The four files of MNIST and Fashion-MNIST: 16-byte image headers, 8-byte label headers.
+IDX_SIZES: Mapping[str, int] = {
+    TRAIN_IMAGES: 16 + 60_000 * 28 * 28,
+    TRAIN_LABELS: 8 + 60_000,
+    TEST_IMAGES: 16 + 10_000 * 28 * 28,
+    TEST_LABELS: 8 + 10_000,
+}
 
 MNIST = DatasetSpec(
     key="mnist",
@@ -138,6 +152,7 @@ MNIST = DatasetSpec(
         TEST_IMAGES: "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
         TEST_LABELS: "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
     },
+    sizes=IDX_SIZES,
     classes=MNIST_CLASSES,
     mirrors=(
         "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -163,6 +178,7 @@ FASHION_MNIST = DatasetSpec(
         TEST_IMAGES: "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
         TEST_LABELS: "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
     },
+    sizes=IDX_SIZES,
     classes=FASHION_MNIST_CLASSES,
     # The publisher's S3 website endpoint serves plain HTTP only; integrity rests on the hashes.
     mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
@@ -270,65 +286,50 @@ def get_spec(dataset: str | DatasetSpec) -> DatasetSpec:
 # --------------------------------------------------------------------------- verification
 
 
-def _stream_decompressed(src: IO[bytes]) -> Iterator[bytes]:
-    """Yield the content of ``src`` in chunks of at most CHUNK bytes, gunzipped if it starts
-    with 1f 8b (several gzip members and trailing zero padding are accepted)."""
-    pending = src.read(CHUNK)
-    if not pending.startswith(b"\x1f\x8b"):
-        while pending:
-            yield pending
-            pending = src.read(CHUNK)
-        return
-    dec = zlib.decompressobj(wbits=31)
-    while True:
-        if not pending:
-            pending = src.read(CHUNK)
-            if not pending:
-                break
-        if dec.eof:  # what follows a complete member: padding, or another member
-            if not pending.strip(b"\x00"):
-                pending = b""
-                continue
-            dec = zlib.decompressobj(wbits=31)
-        block = dec.decompress(pending, CHUNK)  # bounded output, even for a gzip bomb
-        if block:
-            yield block
-        pending = dec.unused_data if dec.eof else dec.unconsumed_tail
-    if not dec.eof:
-        raise CorruptFileError("truncated gzip data")
-
-
-def _copy_hashing(src: IO[bytes], out: IO[bytes] | None) -> str:
-    """Stream ``src`` (decompressed) into ``out`` if given; return the SHA-256 hex digest."""
+def _copy_hashing(src: IO[bytes], out: IO[bytes] | None, size: int | None = None) -> str:
+    """Stream the content of ``src`` (gunzipped if it is gzip) into ``out`` if given; return its
+    SHA-256 hex digest.  With ``size``, at most ``size + 1`` bytes are read (a gzip bomb is never
+    decompressed in full): more content than ``size`` is a :class:`CorruptFileError`."""
     digest = hashlib.sha256()
+    buffer = memoryview(bytearray(CHUNK))
+    total = 0
     try:
-        for block in _stream_decompressed(src):
-            digest.update(block)
+        content = open_content(src)
+        while True:
+            room = CHUNK if size is None else min(CHUNK, size + 1 - total)
+            n = content.readinto(buffer[:room])
+            if not n:
+                break
+            total += n
+            if size is not None and total > size:
+                raise CorruptFileError(f"its content is longer than the expected {size:,} bytes")
+            digest.update(buffer[:n])
             if out is not None:
-                out.write(block)
-    except (zlib.error, EOFError) as exc:
-        raise CorruptFileError(f"invalid gzip data ({exc})") from None
+                out.write(buffer[:n])
+    except GzipError as exc:
+        raise CorruptFileError(str(exc)) from None
     return digest.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 of the decompressed content of ``path`` (raw or gzip), streamed in chunks."""
+def file_sha256(path: Path, size: int | None = None) -> str:
+    """SHA-256 of the decompressed content of ``path`` (raw or gzip), streamed in chunks; with
+    ``size``, a :class:`CorruptFileError` as soon as the content is longer than that."""
     with open(path, "rb") as src:
-        return _copy_hashing(src, None)
+        return _copy_hashing(src, None, size)
 
 
 def _mismatch(got: str, expected: str) -> CorruptFileError:
     return CorruptFileError(f"SHA-256 mismatch (got {got[:12]}..., expected {expected[:12]}...)")
 
 
-def _install(candidate: Candidate, final: Path, expected: str) -> None:
+def _install(candidate: Candidate, final: Path, expected: str, size: int) -> None:
     """Copy ``candidate`` (decompressed) to ``final`` atomically, if it verifies."""
     with atomic_write(final) as out:
         if isinstance(candidate, Path):
             with open(candidate, "rb") as src:
-                got = _copy_hashing(src, out)
+                got = _copy_hashing(src, out, size)
         else:
-            got = _copy_hashing(candidate, out)
+            got = _copy_hashing(candidate, out, size)
         if got != expected:
             raise _mismatch(got, expected)
 
@@ -664,7 +665,7 @@ def _check_local(
                 missing.remove(name)
                 continue
             try:
-                got = file_sha256(final)
+                got = file_sha256(final, spec.sizes[name])
                 if got != expected:
                     raise _mismatch(got, expected)
             except CorruptFileError as exc:
@@ -680,7 +681,7 @@ def _check_local(
                 continue
         if gz.is_file():
             try:
-                _install(gz, final, expected)
+                _install(gz, final, expected, spec.sizes[name])
             except CorruptFileError as exc:
                 aside = gz.with_name(gz.name + ".corrupt")
                 os.replace(gz, aside)
@@ -775,7 +776,7 @@ def _try_source(
                 if name not in missing:
                     continue
                 try:
-                    _install(candidate, folder / name, spec.files[name])
+                    _install(candidate, folder / name, spec.files[name], spec.sizes[name])
                 except CorruptFileError as exc:
                     problems.append(f"{name}: {exc}")
                     continue

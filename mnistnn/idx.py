@@ -34,7 +34,6 @@ import io
 import math
 import os
 import struct
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, ClassVar, TypeAlias
@@ -43,6 +42,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from ._files import atomic_write
+from ._gzip import GZIP_MAGIC, GzipError, GzipReader
 
 __all__ = [
     "TYPE_CODES",
@@ -68,7 +68,6 @@ TYPE_CODES: dict[int, np.dtype] = {
 }
 """IDX type code -> big-endian numpy dtype of the items."""
 
-_GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_MIN_SIZE = 18
 _DEFLATE_MAX_RATIO = 1032
 _MAX_DIM = 2**32
@@ -325,22 +324,16 @@ def _read_idx(
         stream, name = _open_source(source, stack)
         start = _tell(stream)
         prefix = _read_exact(stream, 2, name)
-        if prefix != _GZIP_MAGIC:
+        if prefix != GZIP_MAGIC:
             return name, *_read_plain(stream, prefix, name, check)
         size_hint = None
         if start is not None:
             size_hint = _gzip_size_hint(stream, start)
-            stream.seek(start)
-            compressed: BinaryIO = stream
-        else:
-            compressed = io.BufferedReader(_Prefixed(prefix, stream))
+            stream.seek(start + len(prefix))
         try:
-            gz = stack.enter_context(gzip.GzipFile(fileobj=compressed, mode="rb"))
-            return name, *_read_gzip(gz, size_hint, name, check)
-        except EOFError as exc:
-            raise IdxFormatError(f"{name}: truncated gzip stream ({exc})") from exc
-        except (gzip.BadGzipFile, zlib.error) as exc:
-            raise IdxFormatError(f"{name}: corrupt gzip stream ({exc})") from exc
+            return name, *_read_gzip(GzipReader(stream, prefix), size_hint, name, check)
+        except GzipError as exc:
+            raise IdxFormatError(f"{name}: {exc}") from exc
 
 
 def _open_source(source: IdxSource, stack: contextlib.ExitStack) -> tuple[BinaryIO, str]:
@@ -372,7 +365,7 @@ def _read_plain(
 
 
 def _read_gzip(
-    gz: gzip.GzipFile, size_hint: tuple[int, int] | None, name: str, check: _HeaderCheck | None
+    gz: GzipReader, size_hint: tuple[int, int] | None, name: str, check: _HeaderCheck | None
 ) -> tuple[IdxHeader, np.ndarray]:
     """Read from an open gzip stream; ``size_hint`` is (compressed size, ISIZE) if known."""
     header = _read_header(gz, b"", name)
@@ -540,26 +533,6 @@ def _gzip_size_hint(stream: BinaryIO, start: int) -> tuple[int, int] | None:
     if len(trailer) != 4:
         return None
     return end - start, int.from_bytes(trailer, "little")
-
-
-class _Prefixed(io.RawIOBase):
-    """A read-only stream that yields ``prefix`` and then the rest of ``stream``."""
-
-    def __init__(self, prefix: bytes, stream: BinaryIO) -> None:
-        self._prefix = prefix
-        self._stream = stream
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:
-        view = memoryview(buffer).cast("B")
-        if self._prefix:
-            n = min(len(view), len(self._prefix))
-            view[:n] = self._prefix[:n]
-            self._prefix = self._prefix[n:]
-            return n
-        return _readinto(self._stream, view)
 
 
 def _type_code_for(dtype: np.dtype) -> int:

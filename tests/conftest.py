@@ -49,4 +49,3 @@ def run_read_only() -> ReadOnlyRunner:
         return subprocess.run([*wrapper, str(folder), *argv], **options)  # type: ignore[call-overload]
 
     return run
-

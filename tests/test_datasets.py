@@ -46,7 +46,10 @@ def make_contents(n_train: int = 3, n_test: int = 2, seed: int = 0) -> dict[str,
 
 def make_spec(contents: dict[str, bytes], key: str = "fake", **kw: object) -> ds.DatasetSpec:
     files = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
-    return ds.DatasetSpec(key=key, name=f"Fake-{key}", folder=f"fake-{key}", files=files, **kw)
+    sizes = {name: len(data) for name, data in contents.items()}
+    return ds.DatasetSpec(
+        key=key, name=f"Fake-{key}", folder=f"fake-{key}", files=files, sizes=sizes, **kw
+    )
 
 
 CONTENTS = make_contents()
@@ -141,10 +144,17 @@ def test_real_tables_are_complete() -> None:
         assert all(len(h) == 32 for h in spec.gz_md5.values())
         assert len(spec.classes) == 10
         assert spec.mirrors
+        sizes = [47_040_016, 60_008, 7_840_016, 10_008]  # as the publishers' files decompress
+        assert [spec.sizes[name] for name in NAMES] == sizes
     assert ds.MNIST_CLASSES == tuple("0123456789")
     assert ds.FASHION_MNIST_CLASSES[0] == "T-shirt/top"
     assert ds.FASHION_MNIST_CLASSES[-1] == "Ankle boot"
     assert ds.FASHION_MNIST.system_dirs == ("/usr/share/datasets/fashion-mnist",)
+
+
+def test_spec_needs_every_size() -> None:
+    with pytest.raises(ValueError, match="size of each file"):
+        replace(SPEC, sizes={ds.TRAIN_IMAGES: 1})
 
 
 def test_get_spec() -> None:
@@ -270,7 +280,10 @@ class Dying:
 
         yield names[0], Stream()
 
-spec = ds.DatasetSpec(key="fake", name="Fake", folder={SPEC.folder!r}, files={dict(SPEC.files)!r})
+spec = ds.DatasetSpec(
+    key="fake", name="Fake", folder={SPEC.folder!r}, files={dict(SPEC.files)!r},
+    sizes={dict(SPEC.sizes)!r},
+)
 ds.fetch(spec, {str(home)!r}, sources=[Dying()], progress=False)
 """
     result = subprocess.run([sys.executable, "-c", code], check=False, timeout=300)
@@ -361,6 +374,38 @@ def test_multimember_and_truncated_gzip(tmp_path: Path) -> None:
     ds.fetch(SPEC, tmp_path, sources=[custom, FakeSource("rest")], progress=False)
     assert (tmp_path / SPEC.folder / ds.TRAIN_IMAGES).read_bytes() == data
     assert ds.file_sha256(tmp_path / SPEC.folder / ds.TRAIN_IMAGES) == SPEC.files[ds.TRAIN_IMAGES]
+
+
+def test_gzip_bomb_is_not_decompressed_in_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 2 MB .gz of 1 GB (the right content, then zeros) placed in the data folder: reading
+    stops one byte after the expected size instead of writing a gigabyte to disk first."""
+    data = CONTENTS[ds.TRAIN_LABELS]
+    zeros = gzip.compress(bytes(10_000_000), compresslevel=9)
+    folder = tmp_path / SPEC.folder
+    folder.mkdir()
+    (folder / f"{ds.TRAIN_LABELS}.gz").write_bytes(gzip.compress(data) + zeros * 100)
+    decompressed = []
+    real_open_content = ds.open_content
+
+    def counting(src):  # type: ignore[no-untyped-def]
+        content = real_open_content(src)
+        real_readinto = content.readinto
+
+        def readinto(view):  # type: ignore[no-untyped-def]
+            decompressed.append(real_readinto(view))
+            return decompressed[-1]
+
+        content.readinto = readinto  # type: ignore[method-assign]
+        return content
+
+    monkeypatch.setattr(ds, "open_content", counting)
+    with pytest.raises(ds.DatasetFetchError) as info:
+        ds.fetch(SPEC, tmp_path, sources=[FakeSource("good", files={})], progress=False)
+    assert f"longer than the expected {len(data):,} bytes" in str(info.value)
+    assert sum(decompressed) == len(data) + 1
+    assert leftovers(folder) == [f"{ds.TRAIN_LABELS}.gz.corrupt"]
 
 
 def test_all_sources_fail_message(tmp_path: Path) -> None:
