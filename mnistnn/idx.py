@@ -23,7 +23,8 @@ the reader reject truncated files and files with trailing bytes.
 
 The distributed MNIST files are gzip-compressed (``train-images-idx3-ubyte.gz``).
 :func:`read_idx` recognises gzip by its content (the bytes ``1f 8b``), not by the file name;
-:func:`write_idx` compresses when the target name ends in ``.gz``.
+:func:`write_idx` compresses when the target name ends in ``.gz``.  :func:`hexdump` shows raw
+bytes the way ``hexdump -C`` does, to look at headers by hand.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ __all__ = [
     "Idx3",
     "IdxFormatError",
     "IdxHeader",
+    "hexdump",
     "parse_header",
     "read_idx",
     "write_idx",
@@ -205,6 +207,37 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
                 _write_body(gz, header, arr)
         else:
             _write_body(raw, header, arr)
+
+
+def hexdump(data: bytes | bytearray | memoryview, width: int = 16, offset: int = 0) -> str:
+    """Format bytes for display like ``hexdump -C``: offset, hex bytes, printable characters.
+
+    Each line shows ``width`` bytes: the position of its first byte (``offset`` is the position
+    of ``data[0]`` in the file) as 8 hex digits, the bytes in hex (an extra space after every
+    8), and the same bytes as ASCII between ``|`` bars, ``.`` for non-printable ones.  The last
+    line is padded so the columns line up.  Returns the lines joined by newlines, without a
+    final newline (``""`` for no data)::
+
+        >>> print(hexdump(b"\\x00\\x00\\x08\\x03IDX!", width=8))
+        00000000  00 00 08 03 49 44 58 21  |....IDX!|
+    """
+    raw = bytes(data)
+    if width < 1:
+        raise ValueError(f"width must be at least 1, got {width}")
+    if offset < 0:
+        raise ValueError(f"offset must be non-negative, got {offset}")
+
+    def hex_part(chunk: bytes) -> str:
+        cells = [f"{b:02X}" for b in chunk] + ["  "] * (width - len(chunk))
+        groups = [" ".join(cells[i : i + 8]) for i in range(0, width, 8)]
+        return "  ".join(groups)
+
+    lines = []
+    for start in range(0, len(raw), width):
+        chunk = raw[start : start + width]
+        text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in chunk)
+        lines.append(f"{offset + start:08X}  {hex_part(chunk)}  |{text}|")
+    return "\n".join(lines)
 
 
 class _IdxArray:

@@ -15,9 +15,6 @@ then closed at once, i.e. handed to the caller and removed from pyplot's list of
 
 Images may be given as ``(N, 28, 28)`` arrays or flattened as ``(N, 784)`` (any square size
 works); uint8 images are drawn on the fixed 0..255 scale, others on their common min..max.
-
-:func:`hexdump` is the one text helper: it formats raw bytes for display, the way
-``hexdump -C`` does.
 """
 
 from __future__ import annotations
@@ -41,7 +38,6 @@ __all__ = [
     "class_means",
     "confusion_matrix_plot",
     "function_panels",
-    "hexdump",
     "image_grid",
     "learning_curves",
     "matrix_image",
@@ -619,41 +615,6 @@ def probability_bars(
     if title:
         fig.suptitle(title)
     return fig
-
-
-# --------------------------------------------------------------------------- text helpers
-
-
-def hexdump(data: bytes | bytearray | memoryview, width: int = 16, offset: int = 0) -> str:
-    """Format bytes for display like ``hexdump -C``: offset, hex bytes, printable characters.
-
-    This is a display helper, not a plot: it returns text.  Each line shows ``width`` bytes:
-    the position of its first byte (``offset`` is the position of ``data[0]`` in the file) as
-    8 hex digits, the bytes in hex (an extra space after every 8), and the same bytes as ASCII
-    between ``|`` bars, ``.`` for non-printable ones.  The last line is padded so the columns
-    line up.  Returns the lines joined by newlines, without a final newline (``""`` for no
-    data)::
-
-        >>> print(hexdump(b"\\x00\\x00\\x08\\x03IDX!", width=8))
-        00000000  00 00 08 03 49 44 58 21  |....IDX!|
-    """
-    raw = bytes(data)
-    if width < 1:
-        raise ValueError(f"width must be at least 1, got {width}")
-    if offset < 0:
-        raise ValueError(f"offset must be non-negative, got {offset}")
-
-    def hex_part(chunk: bytes) -> str:
-        cells = [f"{b:02X}" for b in chunk] + ["  "] * (width - len(chunk))
-        groups = [" ".join(cells[i : i + 8]) for i in range(0, width, 8)]
-        return "  ".join(groups)
-
-    lines = []
-    for start in range(0, len(raw), width):
-        chunk = raw[start : start + width]
-        text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in chunk)
-        lines.append(f"{offset + start:08X}  {hex_part(chunk)}  |{text}|")
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- predictions

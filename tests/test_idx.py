@@ -555,6 +555,7 @@ def test_public_api() -> None:
             "Idx3",
             "IdxFormatError",
             "IdxHeader",
+            "hexdump",
             "parse_header",
             "read_idx",
             "write_idx",
@@ -563,3 +564,16 @@ def test_public_api() -> None:
     assert {code: dt.newbyteorder("=") for code, dt in TYPE_CODES.items()} == {
         code: np.dtype(t) for code, t in DTYPES.items()
     }
+
+
+def test_hexdump_exact() -> None:
+    data = bytes([0x00, 0x00, 0x08, 0x03]) + b"\x00\x00\xea\x60" + b"MNIST!\x7f\n" + b"ab"
+    assert idx.hexdump(data) == (
+        "00000000  00 00 08 03 00 00 EA 60  4D 4E 49 53 54 21 7F 0A  |.......`MNIST!..|\n"
+        "00000010  61 62                                             |ab|"
+    )
+    lines = idx.hexdump(b"\x01\x02\x03", width=2, offset=0x20).split("\n")
+    assert lines == ["00000020  01 02  |..|", "00000022  03     |.|"]
+    assert idx.hexdump(b"") == ""
+    with pytest.raises(ValueError, match="width must be at least 1"):
+        idx.hexdump(b"x", width=0)

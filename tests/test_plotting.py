@@ -256,19 +256,6 @@ def test_weight_images(figures: list[Figure]) -> None:
         plotting.weight_images(W.T)
 
 
-def test_hexdump_exact() -> None:
-    data = bytes([0x00, 0x00, 0x08, 0x03]) + b"\x00\x00\xea\x60" + b"MNIST!\x7f\n" + b"ab"
-    assert plotting.hexdump(data) == (
-        "00000000  00 00 08 03 00 00 EA 60  4D 4E 49 53 54 21 7F 0A  |.......`MNIST!..|\n"
-        "00000010  61 62                                             |ab|"
-    )
-    lines = plotting.hexdump(b"\x01\x02\x03", width=2, offset=0x20).split("\n")
-    assert lines == ["00000020  01 02  |..|", "00000022  03     |.|"]
-    assert plotting.hexdump(b"") == ""
-    with pytest.raises(ValueError, match="width must be at least 1"):
-        plotting.hexdump(b"x", width=0)
-
-
 def test_prediction_counts(figures: list[Figure]) -> None:
     predictions = np.array([2, 2, 2, 0, 2, 1])
     fig = plotting.prediction_counts(predictions, NAMES, LABELS[:6], title="votes")
