@@ -271,12 +271,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_fetch(args: argparse.Namespace) -> int:
-    """Hand over to ``python -m mnistnn.datasets fetch``."""
-    argv = ["fetch", "--dataset", *args.dataset]
-    if args.data_home is not None:
-        argv += ["--data-home", str(args.data_home)]
-    argv += ["--quiet"] * args.quiet + ["--recheck"] * args.recheck
-    return datasets.main(argv)
+    """Fetch and verify each dataset asked for; one error line names every one that failed."""
+    progress = False if args.quiet else None  # None: $MNISTNN_PROGRESS decides
+    failures = []
+    for key in dict.fromkeys(args.dataset):
+        try:
+            paths = datasets.fetch(key, args.data_home, progress=progress, recheck=args.recheck)
+        except DatasetFetchError as exc:
+            failures.append(str(exc))
+            continue
+        if not args.quiet:
+            for path in paths.values():
+                print(f"verified  {path}")
+    if failures:
+        raise CliError("; ".join(failures))
+    return 0
 
 
 # --------------------------------------------------------------------------- train

@@ -15,12 +15,11 @@ Sources are tried in order until every file is verified:
 Every file is written under a temporary name in the destination folder, verified, then renamed
 into place, so an interrupted or corrupt download never leaves a file that passes for valid.
 
-Command line: ``python -m mnistnn.datasets fetch [--dataset mnist fashion] [--data-home DIR]``.
+Command line: ``python -m mnistnn fetch [--dataset mnist fashion] [--data-home DIR]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -64,7 +63,6 @@ __all__ = [
     "load",
     "load_fashion_mnist",
     "load_mnist",
-    "main",
     "progress_enabled",
 ]
 
@@ -696,11 +694,9 @@ def _check_local(
 
 
 def _manual_hint(spec: DatasetSpec, folder: Path) -> str:
-    names = "\n".join(f"    {name}" for name in spec.files)
     return (
-        f"To place the files by hand, copy them into {folder}/ with these names\n{names}\n"
-        "(raw IDX files, or gzip-compressed ones with .gz added to the name), then run\n"
-        "`python -m mnistnn fetch` to verify them."
+        f"to place the files by hand, copy {', '.join(spec.files)} (raw, or gzip-compressed "
+        f"with .gz added to the name) into {folder}/ and run `python -m mnistnn fetch`"
     )
 
 
@@ -750,10 +746,10 @@ def fetch(
     if stamp != old_stamp:
         _write_stamp(folder, stamp)
     if missing:
-        tried = "\n".join(f"  - {name}: {reason}" for name, reason in attempts)
+        tried = " ".join(f"{k}) {name}: {reason};" for k, (name, reason) in enumerate(attempts, 1))
         raise DatasetFetchError(
-            f"could not fetch {spec.name}: no verified copy of {', '.join(missing)}.\n"
-            f"Sources tried, in order:\n{tried}\n{_manual_hint(spec, folder)}"
+            f"could not fetch {spec.name}: no verified copy of {', '.join(missing)}; sources "
+            f"tried in order: {tried} {_manual_hint(spec, folder)}"
         )
     return paths
 
@@ -838,49 +834,3 @@ def load_fashion_mnist(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fashion-MNIST (classes in ``FASHION_MNIST_CLASSES``): ``"train"`` or ``"test"``."""
     return load("fashion", split, data_home, progress)
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``fetch [--dataset mnist fashion] [--data-home DIR] [--quiet] [--recheck]``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m mnistnn.datasets", description="Fetch and verify the datasets."
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    cmd = commands.add_parser("fetch", help="download (if needed) and verify the data files")
-    cmd.add_argument(
-        "--dataset",
-        nargs="+",
-        choices=list(DATASETS),
-        default=list(DATASETS),
-        help="datasets to fetch (default: all)",
-    )
-    cmd.add_argument(
-        "--data-home",
-        type=Path,
-        default=None,
-        help="data folder (default: $MNISTNN_DATA, else the checkout's data/, else a user cache)",
-    )
-    cmd.add_argument("--quiet", action="store_true", help="print errors only")
-    cmd.add_argument("--recheck", action="store_true", help="re-hash files already verified")
-    args = parser.parse_args(argv)
-
-    status = 0
-    for key in dict.fromkeys(args.dataset):
-        try:
-            progress = False if args.quiet else None  # None: $MNISTNN_PROGRESS decides
-            paths = fetch(key, args.data_home, progress=progress, recheck=args.recheck)
-        except DatasetFetchError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            status = 2
-            continue
-        if not args.quiet:
-            for path in paths.values():
-                print(f"verified  {path}")
-    return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

