@@ -14,6 +14,8 @@ Sources are tried in order until every file is verified:
 
 Every file is written under a temporary name in the destination folder, verified, then renamed
 into place, so an interrupted or corrupt download never leaves a file that passes for valid.
+:func:`fetch` remembers what it verified in a stamp (size, modification time, SHA-256) and
+re-hashes only files whose size or time changed; :func:`load` hashes every byte it returns.
 
 Command line: ``python -m mnistnn fetch [--dataset mnist fashion] [--data-home DIR]``.
 """
@@ -36,9 +38,9 @@ from typing import IO, Protocol
 
 import numpy as np
 
-from ._files import atomic_write, remove_stale, temp_dir
+from ._files import atomic_write, check_writable, remove_stale, temp_dir
 from ._gzip import GzipError, open_content
-from .idx import read_idx
+from .idx import parse_header
 
 __all__ = [
     "DATASETS",
@@ -93,6 +95,7 @@ STANDARD_SPLITS: Mapping[str, tuple[str, str]] = {
 
 CHUNK = 1 << 20
 STAMP_NAME = ".verified.json"
+_UNSTAMPED: set[Path] = set()  # folders where the stamp could not be written (said once)
 HTTP_TIMEOUT = (5.0, 60.0)  # (connect, read) seconds: an unreachable host fails at once
 SUBPROCESS_TIMEOUT = 600.0
 
@@ -340,9 +343,21 @@ def _read_stamp(folder: Path) -> dict[str, dict[str, object]]:
     return data if isinstance(data, dict) else {}
 
 
-def _write_stamp(folder: Path, stamp: Mapping[str, Mapping[str, object]]) -> None:
-    with atomic_write(folder / STAMP_NAME) as out:
-        out.write(json.dumps(stamp, indent=1, sort_keys=True).encode())
+def _save_stamp(
+    spec: DatasetSpec, folder: Path, stamp: Mapping[str, Mapping[str, object]], progress: bool
+) -> None:
+    """Write the stamp; it is only a cache, so a folder that refuses it is said once, quietly."""
+    try:
+        with atomic_write(folder / STAMP_NAME) as out:
+            out.write(json.dumps(stamp, indent=1, sort_keys=True).encode())
+    except OSError as exc:
+        if folder not in _UNSTAMPED:
+            _UNSTAMPED.add(folder)
+            _say(
+                progress,
+                f"{spec.name}: files verified, but {folder / STAMP_NAME} cannot be written "
+                f"({_reason(exc)}); they will be hashed again next time",
+            )
 
 
 def _stamp_entry(path: Path, sha: str) -> dict[str, object]:
@@ -667,11 +682,7 @@ def _check_local(
                 if got != expected:
                     raise _mismatch(got, expected)
             except CorruptFileError as exc:
-                aside = final.with_name(final.name + ".corrupt")
-                os.replace(final, aside)
-                note = f"{name}: {exc}; moved aside to {aside}"
-                log.warning("%s: local file %s", spec.name, note)
-                notes.append(note)
+                _set_aside(spec, final, exc, notes)
                 stamp.pop(name, None)
             else:
                 stamp[name] = _stamp_entry(final, expected)
@@ -681,16 +692,33 @@ def _check_local(
             try:
                 _install(gz, final, expected, spec.sizes[name])
             except CorruptFileError as exc:
-                aside = gz.with_name(gz.name + ".corrupt")
-                os.replace(gz, aside)
-                note = f"{gz.name}: {exc}; moved aside to {aside}"
-                log.warning("%s: local file %s", spec.name, note)
-                notes.append(note)
+                _set_aside(spec, gz, exc, notes)
+            except OSError as exc:
+                notes.append(f"{gz.name}: cannot be unpacked here ({_reason(exc)})")
             else:
                 gz.unlink()  # the verified raw copy replaces it
                 stamp[name] = _stamp_entry(final, expected)
                 missing.remove(name)
     return notes
+
+
+def _set_aside(spec: DatasetSpec, path: Path, problem: Exception, notes: list[str]) -> None:
+    """Rename a corrupt local file to ``<name>.corrupt`` (kept to look at); note what happened."""
+    aside = path.with_name(path.name + ".corrupt")
+    try:
+        os.replace(path, aside)
+    except OSError as exc:
+        why = _reason(exc)
+        note = f"{path.name}: {problem}; cannot move it aside ({why}): delete or replace it"
+    else:
+        note = f"{path.name}: {problem}; moved aside to {aside}"
+    log.warning("%s: local file %s", spec.name, note)
+    notes.append(note)
+
+
+def _reason(exc: OSError) -> str:
+    """The OS's words for ``exc`` (e.g. "Read-only file system"), without the errno clutter."""
+    return exc.strerror or str(exc)
 
 
 def _manual_hint(spec: DatasetSpec, folder: Path) -> str:
@@ -713,10 +741,14 @@ def fetch(
 ) -> dict[str, Path]:
     """Make sure the dataset's four files are present and verified; return their paths.
 
-    Files verified once are recorded in a ``.verified.json`` stamp (size, mtime, SHA-256) so the
-    next call only stats them; ``recheck=True`` re-hashes them anyway. ``sources`` replaces the
-    default list tried after the data folder. ``progress`` (default: :func:`progress_enabled`)
-    shows download messages. Raises ``DatasetFetchError`` when sources run out.
+    Files verified once are recorded in a ``.verified.json`` stamp (size, modification time in
+    nanoseconds, SHA-256).  The next call trusts a file whose size and modification time match
+    its record and only re-hashes the others; ``recheck=True`` re-hashes every file.  (The
+    loaders do not rely on the stamp: :func:`load` hashes what it reads.)  The stamp is a cache:
+    where it cannot be written (a read-only folder) the files are verified all the same.
+    ``sources`` replaces the default list tried after the data folder.  ``progress`` (default:
+    :func:`progress_enabled`) shows download messages.  Raises ``DatasetFetchError`` when
+    sources run out.
     """
     progress = progress_enabled(progress)
     spec = get_spec(dataset)
@@ -735,16 +767,22 @@ def fetch(
         absent = "none of the files there" if len(missing) == len(spec.files) else None
         local = "; ".join(notes) or absent or "missing " + ", ".join(missing)
         attempts.append((f"data folder {folder}", local))
-        for source in default_sources(spec) if sources is None else sources:
-            if not missing:
-                break
-            reason = _try_source(spec, source, folder, missing, stamp, progress)
-            if reason:
-                attempts.append((source.name, reason))
-                if missing:
-                    _say(progress, f"{spec.name}: {source.name}: {reason}")
+        try:
+            check_writable(folder / STAMP_NAME)
+        except OSError as exc:
+            reason = f"not tried: {folder} cannot be written ({_reason(exc)})"
+            attempts.append(("the other sources", reason + "; set MNISTNN_DATA to another folder"))
+        else:
+            for source in default_sources(spec) if sources is None else sources:
+                if not missing:
+                    break
+                reason = _try_source(spec, source, folder, missing, stamp, progress)
+                if reason:
+                    attempts.append((source.name, reason))
+                    if missing:
+                        _say(progress, f"{spec.name}: {source.name}: {reason}")
     if stamp != old_stamp:
-        _write_stamp(folder, stamp)
+        _save_stamp(spec, folder, stamp, progress)
     if missing:
         tried = " ".join(f"{k}) {name}: {reason};" for k, (name, reason) in enumerate(attempts, 1))
         raise DatasetFetchError(
@@ -800,13 +838,23 @@ def load(
     data_home: str | os.PathLike[str] | None = None,
     progress: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(images, labels)`` of one split as uint8 arrays (N, 28, 28) and (N,)."""
+    """Return ``(images, labels)`` of one split as uint8 arrays (N, 28, 28) and (N,).
+
+    The bytes returned are hashed as they are read and must match the table, every time: a file
+    changed since it was verified is noticed even when its size and modification time are the
+    same.  A missing or changed file is fetched (again) first; nothing is written when the files
+    are in order, so a read-only data folder works.
+    """
     spec = get_spec(dataset)
     if split not in spec.splits:
         raise ValueError(f"split must be one of {', '.join(map(repr, spec.splits))}, not {split!r}")
-    paths = fetch(spec, data_home=data_home, progress=progress)
-    images_name, labels_name = spec.splits[split]
-    images, labels = read_idx(paths[images_name]), read_idx(paths[labels_name])
+    folder = _resolve_home(data_home) / spec.folder
+    names = spec.splits[split]
+    try:
+        images, labels = (_read_verified(spec, folder / name) for name in names)
+    except (OSError, CorruptFileError):  # missing, unreadable or changed: fetch mends that
+        fetch(spec, data_home=data_home, progress=progress, recheck=True)
+        images, labels = (_read_verified(spec, folder / name) for name in names)
     if images.dtype != np.uint8 or labels.dtype != np.uint8:
         raise ValueError(f"{spec.name}: expected uint8 data, got {images.dtype} and {labels.dtype}")
     if images.ndim != 3 or images.shape[1:] != spec.image_shape or labels.ndim != 1:
@@ -816,6 +864,20 @@ def load(
     if len(images) != len(labels):
         raise ValueError(f"{spec.name} {split}: {len(images)} images but {len(labels)} labels")
     return images, labels
+
+
+def _read_verified(spec: DatasetSpec, path: Path) -> np.ndarray:
+    """The IDX array in ``path``, read once and hashed on the way: exactly the file of the table,
+    or a :class:`CorruptFileError`."""
+    size = spec.sizes[path.name]
+    raw = np.fromfile(path, dtype=np.uint8, count=size + 1)
+    if raw.size != size:
+        raise CorruptFileError(f"{path}: {raw.size:,} bytes or more, expected {size:,}")
+    got = hashlib.sha256(raw).hexdigest()
+    if got != spec.files[path.name]:
+        raise _mismatch(got, spec.files[path.name])
+    header = parse_header(raw, str(path))
+    return raw[header.offset :].view(header.dtype).reshape(header.shape)
 
 
 def load_mnist(

@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import io
 import logging
+import os
 import struct
 import subprocess
 import sys
@@ -344,6 +345,116 @@ def test_stamped_file_changed_later_is_detected(tmp_path: Path) -> None:
     message = str(info.value)
     assert f"{ds.TEST_IMAGES}: SHA-256 mismatch" in message and "moved aside" in message
     assert not path.exists() and path.with_name(path.name + ".corrupt").exists()
+
+
+def test_load_notices_a_change_that_keeps_size_and_mtime(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stamp trusts size and mtime (fetch says so); load hashes what it reads."""
+    paths = ds.fetch(SPEC, tmp_path, sources=[FakeSource("good")], progress=False)
+    path = paths[ds.TEST_IMAGES]
+    before = path.stat()
+    path.write_bytes(corrupt(CONTENTS[ds.TEST_IMAGES]))  # same size ...
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # ... and the old mtime
+    assert ds.fetch(SPEC, tmp_path, sources=[ForbiddenSource()], progress=False) == paths
+
+    good = FakeSource("good")
+    monkeypatch.setattr(ds, "default_sources", lambda spec, runner=None: [good])
+    images, _ = ds.load(SPEC, "test", tmp_path)
+    assert idx_bytes(images) == CONTENTS[ds.TEST_IMAGES]  # the changed file was replaced
+    assert good.calls == [[ds.TEST_IMAGES]]
+    assert path.with_name(path.name + ".corrupt").read_bytes() == corrupt(CONTENTS[ds.TEST_IMAGES])
+
+
+def test_load_reads_each_file_once_and_writes_nothing(tmp_path: Path) -> None:
+    ds.fetch(SPEC, tmp_path, sources=[FakeSource("good")], progress=False)
+    folder = tmp_path / SPEC.folder
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    images, labels = ds.load(SPEC, "train", tmp_path)
+    assert images.flags.writeable and images.flags.c_contiguous
+    assert idx_bytes(images) == CONTENTS[ds.TRAIN_IMAGES]
+    assert idx_bytes(labels) == CONTENTS[ds.TRAIN_LABELS]
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
+
+
+def test_stamp_that_cannot_be_written_is_said_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder = tmp_path / SPEC.folder
+    (folder / ds.STAMP_NAME).mkdir(parents=True)  # the stamp's name is taken by a folder
+    for name, data in CONTENTS.items():
+        (folder / name).write_bytes(data)
+    for _ in range(2):
+        paths = ds.fetch(SPEC, tmp_path, sources=[ForbiddenSource()], progress=True)
+        assert set(paths) == set(NAMES)
+    err = capsys.readouterr().err
+    assert err.count("cannot be written") == 1 and "hashed again next time" in err
+    assert ds.fetch(SPEC, tmp_path, sources=[ForbiddenSource()], progress=False) == paths
+
+
+READ_ONLY_CHILD = """
+import sys
+from mnistnn import datasets as ds
+home = {home!r}
+spec = ds.DatasetSpec(
+    key="fake", name="Fake", folder={folder!r}, files={files!r}, sizes={sizes!r}
+)
+try:
+    {body}
+except Exception as exc:
+    print(f"{{type(exc).__name__}}: {{exc}}", file=sys.stderr)
+    sys.exit(3)
+"""
+
+
+def run_on_read_only_data(run_read_only, home: Path, body: str) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
+    """Run ``body`` (one line, with ``ds``, ``spec`` and ``home`` at hand) in a child process to
+    which the data folder of SPEC under ``home`` is read-only."""
+    code = READ_ONLY_CHILD.format(
+        home=str(home),
+        folder=SPEC.folder,
+        files=dict(SPEC.files),
+        sizes=dict(SPEC.sizes),
+        body=body,
+    )
+    return run_read_only(home / SPEC.folder, [sys.executable, "-c", code], cwd=home)
+
+
+def test_read_only_folder_without_stamp_loads(tmp_path: Path, run_read_only) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / SPEC.folder
+    folder.mkdir()
+    for name, data in CONTENTS.items():
+        (folder / name).write_bytes(data)
+    body = (
+        "print(ds.load(spec, 'train', home)[0].shape); "
+        "ds.fetch(spec, home, sources=[], progress=True); "
+        "print(sorted(ds.fetch(spec, home, sources=[], progress=True)))"
+    )
+    result = run_on_read_only_data(run_read_only, tmp_path, body)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["(3, 28, 28)", str(sorted(NAMES))]
+    (note,) = result.stderr.splitlines()  # said once, for two calls
+    assert "cannot be written" in note and "hashed again next time" in note
+    assert sorted(p.name for p in folder.iterdir()) == sorted(NAMES)
+
+
+def test_corrupt_file_in_a_read_only_folder_is_reported_as_corrupt(
+    tmp_path: Path,
+    run_read_only,  # type: ignore[no-untyped-def]
+) -> None:
+    folder = tmp_path / SPEC.folder
+    folder.mkdir()
+    for name, data in CONTENTS.items():
+        (folder / name).write_bytes(corrupt(data) if name == ds.TRAIN_LABELS else data)
+    result = run_on_read_only_data(
+        run_read_only, tmp_path, "ds.fetch(spec, home, sources=None, progress=False)"
+    )
+    assert result.returncode == 3, result.stderr
+    *warning, line = result.stderr.splitlines()  # the warning: the corrupt file stays
+    assert "cannot move it aside" in "".join(warning) and "Traceback" not in result.stderr
+    assert line.startswith("DatasetFetchError: could not fetch Fake: no verified copy of")
+    assert f"{ds.TRAIN_LABELS}: SHA-256 mismatch" in line and "cannot move it aside" in line
+    assert f"not tried: {folder} cannot be written" in line and "MNISTNN_DATA" in line
 
 
 def test_gzip_and_raw_inputs_accepted(tmp_path: Path) -> None:
