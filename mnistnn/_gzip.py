@@ -14,9 +14,10 @@ import io
 import zlib
 from typing import BinaryIO
 
-__all__ = ["GZIP_MAGIC", "GzipError", "GzipReader", "Prefixed", "open_content"]
+__all__ = ["DEFLATE_MAX_RATIO", "GZIP_MAGIC", "GzipError", "GzipReader", "Prefixed", "open_content"]
 
 GZIP_MAGIC = b"\x1f\x8b"
+DEFLATE_MAX_RATIO = 1032  # the most bytes deflate can make of one compressed byte (RFC 1951)
 _CHUNK = 1 << 20  # compressed bytes read from the source at a time
 
 

@@ -43,7 +43,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from ._files import atomic_write
-from ._gzip import GZIP_MAGIC, GzipError, GzipReader
+from ._gzip import DEFLATE_MAX_RATIO, GZIP_MAGIC, GzipError, GzipReader
 
 __all__ = [
     "TYPE_CODES",
@@ -71,7 +71,6 @@ TYPE_CODES: dict[int, np.dtype] = {
 """IDX type code -> big-endian numpy dtype of the items."""
 
 _GZIP_MIN_SIZE = 18
-_DEFLATE_MAX_RATIO = 1032
 _MAX_DIM = 2**32
 _MAX_NDIM = 255
 _FIRST_ALLOCATION = 1 << 20
@@ -407,7 +406,7 @@ def _read_gzip(
     first = _FIRST_ALLOCATION
     if size_hint is not None:
         compressed, isize = size_hint
-        limit = _DEFLATE_MAX_RATIO * compressed
+        limit = DEFLATE_MAX_RATIO * compressed
         if header.nbytes > limit:
             raise IdxFormatError(
                 f"{name}: truncated: header declares {_number(header.nbytes)} bytes of data, but a "

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import math
 import os
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -63,6 +64,7 @@ from typing import Any, BinaryIO, NoReturn, TypeAlias
 import numpy as np
 
 from ._files import atomic_write
+from ._gzip import DEFLATE_MAX_RATIO
 
 __all__ = [
     "FORMAT_MARKER",
@@ -281,6 +283,7 @@ def _read_npz(
     path: Path, f: BinaryIO, expected_class: str | None, load_arrays: bool
 ) -> tuple[list[np.ndarray] | None, list[np.ndarray] | None, dict[str, Any]]:
     with np.load(f, allow_pickle=False) as npz:
+        _check_sizes(path, f, npz.zip)
         members = npz.zip.namelist()
         bad = [m for m in members if not m.endswith(".npy")]
         if bad:
@@ -322,7 +325,11 @@ def _read_npz(
 
 
 def _read_header(path: Path, zf: zipfile.ZipFile, member: str) -> tuple[tuple[int, ...], np.dtype]:
-    """``(shape, dtype)`` of one ``.npy`` entry, read from its header without loading data."""
+    """``(shape, dtype)`` of one ``.npy`` entry, read from its header without loading data.
+
+    The header's shape and dtype must account for exactly the bytes the entry holds, so that
+    nothing is ever allocated on the word of a header alone.
+    """
     fmt = np.lib.format
     with zf.open(member) as fp:
         try:
@@ -337,7 +344,34 @@ def _read_header(path: Path, zf: zipfile.ZipFile, member: str) -> tuple[tuple[in
             raise
         except ValueError as exc:
             _fail(path, f"entry {member!r} is not a valid .npy array: {exc}")
+        held = zf.getinfo(member).file_size - fp.tell()
+    declared = math.prod(shape) * dtype.itemsize
+    if declared != held and not dtype.hasobject:  # pickles are refused by the caller
+        _fail(
+            path,
+            f"entry {member!r} declares shape {shape} of {dtype} ({declared:,} bytes) but holds "
+            f"{held:,} bytes; the file is corrupt",
+        )
     return shape, dtype
+
+
+def _check_sizes(path: Path, f: BinaryIO, zf: zipfile.ZipFile) -> None:
+    """The entries' recorded sizes must fit the file: no entry may promise more data than the
+    archive can hold (uncompressed entries) or than deflate can produce from it."""
+    archive = os.fstat(f.fileno()).st_size if hasattr(f, "fileno") else None
+    stored = 0
+    for info in zf.infolist():
+        stored += info.compress_size
+        if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
+            _fail(path, f"entry {info.filename!r} has inconsistent sizes; the file is corrupt")
+        if info.file_size > DEFLATE_MAX_RATIO * info.compress_size + 1024:
+            _fail(
+                path,
+                f"entry {info.filename!r} claims {info.file_size:,} bytes from "
+                f"{info.compress_size:,} compressed ones; the file is corrupt",
+            )
+    if archive is not None and stored > archive:
+        _fail(path, f"its entries claim {stored:,} bytes but the file has {archive:,}; truncated?")
 
 
 def _parse_metadata(path: Path, text: str) -> dict[str, Any]:
@@ -346,6 +380,8 @@ def _parse_metadata(path: Path, text: str) -> dict[str, Any]:
         meta = json.loads(text)
     except ValueError as exc:
         _fail(path, f"'metadata' is not valid JSON ({exc})")
+    except RecursionError:
+        _fail(path, "'metadata' is nested too deeply to be a model's metadata")
     if not isinstance(meta, dict):
         _fail(path, f"'metadata' must be a JSON object; got {type(meta).__name__}")
     if meta.get("format") != FORMAT_MARKER:
@@ -387,6 +423,12 @@ def _check_structure(
     """Check entries, shapes and dtypes against the metadata; return the dtype name."""
     sizes: list[int] = meta["layer_sizes"]
     n_layers = len(sizes) - 1
+    if n_layers > len(headers):
+        _fail(
+            path,
+            f"layer_sizes lists {n_layers} layers but the archive holds only {len(headers)} "
+            "entries; the file is incomplete",
+        )
     expected = {"metadata": ()}
     for k in range(1, n_layers + 1):
         expected[f"W{k}"] = (sizes[k], sizes[k - 1])

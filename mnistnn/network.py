@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from os import PathLike
 from typing import Any
 
@@ -74,12 +74,8 @@ class NNetworkExtended:
         progress: bool | None = None,
     ) -> None:
         self.nodes_in = _positive_int("nodes_in", nodes_in)
-        self.hidden_layers = tuple(_positive_int("hidden_layers", h) for h in hidden_layers)
-        if not self.hidden_layers:
-            raise ValueError("hidden_layers must list at least one layer width, e.g. (128,)")
-        self.nodes_out = _positive_int("nodes_out", nodes_out)
-        if self.nodes_out < 2:
-            raise ValueError(f"nodes_out must be at least 2 classes, got {nodes_out}")
+        self.hidden_layers = _hidden_layers(hidden_layers)
+        self.nodes_out = _nodes_out(nodes_out)
         settings = _check_training_settings(alpha, maxiterations, batch_size, epochs, momentum)
         for name, value in settings.items():
             setattr(self, name, value)
@@ -89,12 +85,12 @@ class NNetworkExtended:
         if not (isinstance(validation_fraction, int | float) and 0.0 <= validation_fraction < 1.0):
             raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
         self.validation_fraction = float(validation_fraction)
-        if seed is not None and not isinstance(seed, int | np.integer):
-            raise ValueError(f"seed must be an integer or None, got {seed!r}")
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0
+        ):
+            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
         self.seed = seed
-        if dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-        self.dtype = dtype
+        self.dtype = _dtype_name(dtype)
         self.progress = progress
 
         self.layer_sizes = (self.nodes_in, *self.hidden_layers, self.nodes_out)
@@ -102,7 +98,7 @@ class NNetworkExtended:
         self._offsets = kernels.layout(self.layer_sizes)
         self._entropy = np.random.SeedSequence(seed).entropy  # fixes the validation split
         self._rng = np.random.default_rng(np.random.SeedSequence(self._entropy))
-        self._theta = np.empty(int(self._offsets[-1]), dtype=dtype)
+        self._theta = np.empty(int(self._offsets[-1]), dtype=self.dtype)
         self._velocity = np.zeros_like(self._theta)
         self._init_parameters()
         self.history: dict[str, list[float]] = {}
@@ -446,24 +442,48 @@ class NNetworkExtended:
 
     @classmethod
     def load(cls, path: str | PathLike[str]) -> NNetworkExtended:
-        """Read a model written by :meth:`save`; raises ``ModelFormatError`` on a bad file."""
+        """Read a model written by :meth:`save`; raises ``ModelFormatError`` on a bad file.
+
+        The architecture the stored parameters describe must be the one of the stored arrays
+        before anything is built: a file's metadata alone never decides how much is allocated.
+        """
         weights, biases, meta = load_model(path, expected_class=cls.__name__)
         params = dict(meta.get("params", {}))
         params.pop("progress", None)
+        stored = (tuple(meta["layer_sizes"]), meta["dtype"])
+        try:
+            described = cls._architecture(params)
+        except (TypeError, ValueError) as exc:
+            raise ModelFormatError(f"{path}: invalid model parameters: {exc}") from None
+        if described != stored:
+            raise ModelFormatError(
+                f"{path}: its parameters describe a {_arrows(described[0])} network in "
+                f"{described[1]}, but its arrays hold {_arrows(stored[0])} in {stored[1]}; "
+                "the file was edited or is corrupt"
+            )
         try:
             model = cls(**params)
         except (TypeError, ValueError) as exc:
             raise ModelFormatError(f"{path}: invalid model parameters: {exc}") from None
-        if model.layer_sizes != tuple(meta["layer_sizes"]) or model.dtype != meta["dtype"]:
-            raise ModelFormatError(
-                f"{path}: the parameters {params} do not match the stored layer sizes "
-                f"{meta['layer_sizes']} and dtype {meta['dtype']}"
-            )
         for W, b, W_file, b_file in zip(model.weights, model.biases, weights, biases, strict=True):
             W[...] = W_file
             b[...] = b_file
         model.training_info = dict(meta.get("training", {}))
         return model
+
+    @classmethod
+    def _architecture(cls, params: dict[str, Any]) -> tuple[tuple[int, ...], str]:
+        """``(layer sizes, dtype name)`` that constructor parameters ``params`` describe,
+        validated as the constructor does, without building anything."""
+        arguments = inspect.signature(cls.__init__).bind(None, **params)  # TypeError: unknown
+        arguments.apply_defaults()
+        given = arguments.arguments
+        if "nodes_hid" in given:
+            hidden: tuple[int, ...] = (_positive_int("nodes_hid", given["nodes_hid"]),)
+        else:
+            hidden = _hidden_layers(given["hidden_layers"])
+        nodes_in = _positive_int("nodes_in", given["nodes_in"])
+        return (nodes_in, *hidden, _nodes_out(given["nodes_out"])), _dtype_name(given["dtype"])
 
 
 class NNetworkMinimal(NNetworkExtended):
@@ -516,6 +536,41 @@ def _check_training_settings(
     if not (isinstance(momentum, int | float) and 0.0 <= momentum < 1.0):
         raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
     return {**settings, "momentum": float(momentum)}
+
+
+def _hidden_layers(value: Any) -> tuple[int, ...]:
+    """The widths of the hidden layers as a tuple of positive ints (at least one)."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise ValueError(
+            f"hidden_layers must be a sequence of layer widths such as (128, 64), got {value!r}"
+        )
+    widths = tuple(_positive_int("hidden_layers", h) for h in value)
+    if not widths:
+        raise ValueError("hidden_layers must list at least one layer width, e.g. (128,)")
+    return widths
+
+
+def _nodes_out(value: Any) -> int:
+    n = _positive_int("nodes_out", value)
+    if n < 2:
+        raise ValueError(f"nodes_out must be at least 2 classes, got {value}")
+    return n
+
+
+def _dtype_name(value: Any) -> str:
+    """``"float32"`` or ``"float64"`` for any spelling NumPy understands (``np.float32``,
+    ``np.dtype("f8")``, ...), so that the model stays JSON-serialisable."""
+    try:
+        name = None if value is None else np.dtype(value).name
+    except (TypeError, ValueError):
+        name = None
+    if name not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {value!r}")
+    return name
+
+
+def _arrows(sizes: Sequence[int]) -> str:
+    return " -> ".join(map(str, sizes))
 
 
 def _positive_int(name: str, value: Any) -> int:

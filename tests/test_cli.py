@@ -9,6 +9,7 @@ traceback.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -331,6 +332,22 @@ def test_truncated_model(tmp_path: Path, untrained: Path) -> None:
 def test_text_file_as_model(tmp_path: Path, image: Path) -> None:
     (tmp_path / "notes.npz").write_text("these are my notes, not a model\n")
     assert_error(run_cli("predict", "notes.npz", image, cwd=tmp_path), "not an mnistnn model")
+
+
+@pytest.mark.parametrize("hidden", [200_000, 10**8])
+def test_model_whose_parameters_disagree_with_its_arrays(
+    tmp_path: Path, untrained: Path, image: Path, hidden: int
+) -> None:
+    """Used to cost 2.5 GB and seconds (200,000) or end in a MemoryError traceback (10**8)."""
+    with np.load(untrained, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    meta = json.loads(str(arrays["metadata"]))
+    meta["params"]["hidden_layers"] = [hidden]
+    arrays["metadata"] = np.array(json.dumps(meta))
+    with open(tmp_path / "edited.npz", "wb") as f:
+        np.savez(f, **arrays)
+    result = run_cli("predict", "edited.npz", image, cwd=tmp_path)
+    assert_error(result, "edited.npz", f"784 -> {hidden} -> 10", "arrays hold 784 -> 8 -> 10")
 
 
 def test_model_of_an_unknown_class(tmp_path: Path, image: Path) -> None:

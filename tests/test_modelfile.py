@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pathlib
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 import zipfile
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -566,6 +568,49 @@ def test_extra_entry(model: Path, tmp_path: Path) -> None:
 def test_layer_sizes_disagree_with_entries(model: Path, tmp_path: Path) -> None:
     bad = with_meta(model, tmp_path / "bad.npz", layer_sizes=[784, 10])
     assert_refused(bad, "unexpected entries ['W2', 'b2']")
+
+
+def npy_header(descr: str, shape: tuple[int, ...]) -> bytes:
+    """The header of an .npy file holding ``shape`` of ``descr``, without its data."""
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        out, {"descr": descr, "fortran_order": False, "shape": shape}
+    )
+    return out.getvalue()
+
+
+def test_headers_that_promise_more_data_than_the_file_holds(model: Path, tmp_path: Path) -> None:
+    """A 3 KB file whose metadata and .npy headers agree on a 784 -> 2**31 -> 10 network: the
+    headers are checked against the bytes each entry holds before anything is allocated."""
+    n = 2**31
+    meta = json.loads(str(entries(model)["metadata"]))
+    meta["layer_sizes"] = [784, n, 10]
+    bad = tmp_path / "huge.npz"
+    with zipfile.ZipFile(bad, "w") as zf:
+        for name, shape in [("W1", (n, 784)), ("b1", (n,)), ("W2", (10, n)), ("b2", (10,))]:
+            zf.writestr(f"{name}.npy", npy_header("<f4", shape) + bytes(64))
+        data = io.BytesIO()
+        np.save(data, metadata_array(meta))
+        zf.writestr("metadata.npy", data.getvalue())
+    tracemalloc.start()
+    try:
+        assert_refused(bad, "'W1.npy' declares shape (2147483648, 784)", "holds 64 bytes")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10_000_000  # 6 TiB before
+
+
+def test_metadata_nested_too_deeply(model: Path, tmp_path: Path) -> None:
+    text = str(entries(model)["metadata"])[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    bad = rewrite(model, tmp_path / "deep.npz", metadata=np.array(text))
+    assert_refused(bad, "nested too deeply")
+
+
+def test_layer_sizes_longer_than_the_archive(model: Path, tmp_path: Path) -> None:
+    bad = with_meta(model, tmp_path / "bad.npz", layer_sizes=[784] + [10] * 1_000_000)
+    message = assert_refused(bad, "lists 1000000 layers", "holds only 5 entries")
+    assert len(message) < 300
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,11 @@ of the kernels, and against central finite differences of the loss.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import tracemalloc
 import warnings
 
 import numpy as np
@@ -474,12 +476,29 @@ def test_bad_inputs_are_refused_before_any_work(X, y, message):
         {"dtype": "float16"},
         {"validation_fraction": 1.0},
         {"seed": "x"},
+        {"seed": -1},
+        {"seed": True},
         {"nodes_out": 1},
+        {"hidden_layers": 5},
+        {"hidden_layers": "128"},
+        {"dtype": None},
+        {"dtype": "float32 please"},
     ],
 )
 def test_bad_constructor_arguments(kwargs):
-    with pytest.raises(ValueError):
+    """A ValueError that names the parameter (hidden_layers=5 was a TypeError, seed=-1 NumPy's
+    message without the name)."""
+    (name,) = kwargs
+    with pytest.raises(ValueError, match=name):
         NNetworkExtended(**kwargs)
+
+
+@pytest.mark.parametrize("dtype", [np.dtype("float64"), np.float64, "f8", "float64"])
+def test_dtype_in_any_spelling_is_stored_by_name(tmp_path, dtype):
+    net = NNetworkExtended(nodes_in=64, hidden_layers=(4,), nodes_out=4, seed=0, dtype=dtype)
+    assert net.dtype == "float64" and net.weights[0].dtype == np.float64
+    net.save(tmp_path / "model.npz")  # used to fail: "metadata cannot be stored as JSON"
+    assert NNetworkExtended.load(tmp_path / "model.npz").dtype == "float64"
 
 
 @pytest.mark.parametrize("cls", [NNetworkMinimal, NNetworkExtended])
@@ -507,6 +526,60 @@ def test_loading_a_corrupt_model_file_is_a_clear_error(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelFormatError, match="model.npz"):
         NNetworkMinimal.load(path)
+
+
+def with_params(path, **changes):
+    """Rewrite the model file ``path`` with its stored constructor parameters changed."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    meta = json.loads(str(arrays["metadata"]))
+    meta["params"].update(changes)
+    arrays["metadata"] = np.array(json.dumps(meta))
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("cls", "changes", "described"),
+    [
+        (NNetworkExtended, {"hidden_layers": [200_000]}, "784 -> 200000 -> 10 network in float32"),
+        (NNetworkExtended, {"hidden_layers": [10**8]}, "784 -> 100000000 -> 10 network"),
+        (NNetworkExtended, {"dtype": "float64"}, "784 -> 5 -> 10 network in float64"),
+        (NNetworkMinimal, {"nodes_hid": 10**6}, "784 -> 1000000 -> 10 network"),
+    ],
+)
+def test_load_checks_the_architecture_before_building_anything(tmp_path, cls, changes, described):
+    """Stored parameters that disagree with the stored arrays: refused before a network of
+    their size is built (the 200,000-unit case used to take 2.5 GB, 10**8 a MemoryError)."""
+    path = tmp_path / "model.npz"
+    hidden = {"nodes_hid": 5} if cls is NNetworkMinimal else {"hidden_layers": (5,)}
+    cls(**hidden, seed=0).save(path)
+    with_params(path, **changes)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelFormatError) as info:
+            cls.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert f"describe a {described}" in str(info.value)
+    assert "arrays hold 784 -> 5 -> 10 in float32" in str(info.value)
+    assert peak < 20_000_000
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"hidden_layers": 5}, "hidden_layers must be a sequence"),
+        ({"color": "red"}, "unexpected keyword argument 'color'"),
+    ],
+)
+def test_load_refuses_parameters_the_constructor_refuses(tmp_path, changes, fragment):
+    path = tmp_path / "model.npz"
+    NNetworkExtended(hidden_layers=(5,), seed=0).save(path)
+    with pytest.raises(ModelFormatError, match=fragment):
+        NNetworkExtended.load(with_params(path, **changes))
 
 
 def test_kernels_cache_on_disk():
