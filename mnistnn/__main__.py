@@ -63,6 +63,7 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     Image.DecompressionBombError,
     OSError,
     ValueError,
+    MemoryError,
 )
 
 
@@ -514,6 +515,8 @@ def _describe(exc: BaseException) -> str:
     """The message of an expected error, without the errno clutter of OSError."""
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         return f"{exc.filename}: {exc.strerror}"
+    if isinstance(exc, MemoryError):
+        return f"not enough memory ({exc or 'an allocation failed'}); try a smaller network"
     return str(exc) or type(exc).__name__
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import time
 from collections.abc import Iterable, Sequence
 from os import PathLike
@@ -47,6 +48,8 @@ class NNetworkExtended:
     alpha : learning rate.
     maxiterations : full-batch iterations when ``batch_size`` is None (the write-up's training).
     batch_size : mini-batch size for SGD; then ``epochs`` passes over the (reshuffled) data.
+        The last batch of an epoch is smaller when ``batch_size`` does not divide the number of
+        training images; a ``batch_size`` above that number means one batch of all of them.
     momentum : classical momentum, ``v = momentum * v - alpha * g``; 0 is plain gradient descent.
     init : ``"uniform"`` (the write-up's U[-0.5, 0.5) for weights and biases) or ``"he"``
         (normal with std ``sqrt(2 / n_in)``, zero biases: better for deeper ReLU stacks).
@@ -94,6 +97,7 @@ class NNetworkExtended:
         self.progress = progress
 
         self.layer_sizes = (self.nodes_in, *self.hidden_layers, self.nodes_out)
+        _check_memory(self.layer_sizes, self.dtype)
         self._sizes = np.asarray(self.layer_sizes, dtype=np.int64)
         self._offsets = kernels.layout(self.layer_sizes)
         self._entropy = np.random.SeedSequence(seed).entropy  # fixes the validation split
@@ -404,7 +408,7 @@ class NNetworkExtended:
 
     def _fit_mini_batch(self, data, y, rows, val) -> None:
         """Mini-batch SGD: each epoch reshuffles the training rows with the seeded generator."""
-        bs = self.batch_size
+        bs = min(self.batch_size, rows.shape[0])  # no buffers for more images than there are
         work = self._workspace(bs)
         start = len(self.history.get("epoch", []))
         with tqdm(
@@ -567,6 +571,28 @@ def _dtype_name(value: Any) -> str:
     if name not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {value!r}")
     return name
+
+
+def _check_memory(sizes: tuple[int, ...], dtype: str) -> None:
+    """Refuse, before allocating, a network whose parameters and their velocity (what the
+    constructor allocates) need more than this machine's memory."""
+    n = sum((n_in + 1) * n_out for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True))
+    need = 2 * n * np.dtype(dtype).itemsize
+    total = _physical_memory()
+    if total is not None and need > total:
+        raise ValueError(
+            f"a {_arrows(sizes)} network has {n:,} parameters, {need / 1e9:,.1f} GB in {dtype} "
+            f"with their velocity: more than this machine's {total / 1e9:,.1f} GB of memory; "
+            "choose smaller hidden_layers"
+        )
+
+
+def _physical_memory() -> int | None:
+    """Bytes of RAM, where the OS tells (Linux, macOS); else None."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def _arrows(sizes: Sequence[int]) -> str:

@@ -245,6 +245,17 @@ def test_train_full_batch_with_validation_and_force(tmp_path: Path) -> None:
 
 
 @needs_data
+def test_train_with_huge_sizes(tmp_path: Path) -> None:
+    """Both used to end in a MemoryError traceback."""
+    result = run_cli("train", "--hidden", 10**9, "--quiet", cwd=tmp_path)
+    assert_error(result, "784 -> 1000000000 -> 10 network", "memory", "hidden_layers")
+    args = ["--hidden", 8, "--epochs", 1, "--batch-size", 10**10, "--quiet"]
+    result = run_cli("train", *args, "--out", "m.npz", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert read_metadata(tmp_path / "m.npz")["params"]["batch_size"] == 10**10
+
+
+@needs_data
 def test_fetch_verifies_the_real_files(tmp_path: Path) -> None:
     result = run_cli("fetch", "--dataset", "mnist", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -261,6 +261,33 @@ def test_mini_batch_with_validation_and_momentum():
     assert net.training_info["samples"] == 300
 
 
+def test_batch_size_above_the_data_is_one_batch_of_all():
+    """batch_size=2**40 on 300 images used to size buffers for 2**40 images (MemoryError)."""
+    X, y = make_data(n=300)
+    kwargs = {"nodes_in": 64, "hidden_layers": (8,), "nodes_out": 4, "epochs": 2, "seed": 0}
+    huge = NNetworkExtended(batch_size=2**40, **kwargs)
+    tracemalloc.start()
+    try:
+        huge.fit(X, y)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000
+    exact = NNetworkExtended(batch_size=300, **kwargs).fit(X, y)
+    np.testing.assert_array_equal(huge._theta, exact._theta)
+
+
+def test_network_too_big_for_memory_is_refused_before_allocating():
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"784 -> 1000000000 -> 10 network has .* memory"):
+            NNetworkExtended(hidden_layers=(10**9,))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000
+
+
 def test_validation_split_is_fixed_and_set_params_continues_training():
     X, y = make_data(n=400)
     net = small_mini_batch_net(hidden_layers=(8,), momentum=0.0, batch_size=40, epochs=2, seed=3)
