@@ -4,7 +4,8 @@ The public names, handed on from the modules that define them:
 
 - :mod:`mnistnn.idx`: ``read_idx``, ``write_idx``, ``Idx1``, ``Idx3``, ``IdxFormatError``
 - :mod:`mnistnn.datasets`: ``load_mnist``, ``load_fashion_mnist``, ``fetch``, class names
-- :mod:`mnistnn.network`: ``NNetworkMinimal``, ``NNetworkExtended``, ``TrainingDivergedError``
+- :mod:`mnistnn.network`: ``NNetworkMinimal``, ``NNetworkExtended``, ``TrainingDivergedError``,
+  and the warnings ``TrainingDivergedWarning`` and ``PixelScaleWarning``
 - :mod:`mnistnn.modelfile`: ``ModelFormatError`` (models are saved with ``.save``/``.load``)
 """
 
@@ -18,7 +19,13 @@ from .datasets import (
 )
 from .idx import Idx1, Idx3, IdxFormatError, read_idx, write_idx
 from .modelfile import ModelFormatError
-from .network import NNetworkExtended, NNetworkMinimal, TrainingDivergedError
+from .network import (
+    NNetworkExtended,
+    NNetworkMinimal,
+    PixelScaleWarning,
+    TrainingDivergedError,
+    TrainingDivergedWarning,
+)
 
 __version__ = "0.1.0"
 
@@ -32,7 +39,9 @@ __all__ = [
     "ModelFormatError",
     "NNetworkExtended",
     "NNetworkMinimal",
+    "PixelScaleWarning",
     "TrainingDivergedError",
+    "TrainingDivergedWarning",
     "fetch",
     "load_fashion_mnist",
     "load_mnist",

@@ -10,7 +10,8 @@
 ``python -m mnistnn ...`` is the same program.  This module only parses arguments and prints:
 the data comes from :mod:`mnistnn.datasets`, the networks from :mod:`mnistnn.network`, the
 file format from :mod:`mnistnn.modelfile`, the scores from :mod:`mnistnn.metrics`.  Any error
-prints one line ``mnistnn: error: ...`` on stderr and exits with status 2; Ctrl-C exits with 130.
+prints one line ``mnistnn: error: ...`` on stderr and exits with status 2; a warning (e.g. a
+training run that diverged) prints one line ``mnistnn: warning: ...``; Ctrl-C exits with 130.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import math
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -520,12 +522,20 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _show_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
+    """Print a warning as one line, ``mnistnn: warning: ...``, after the output so far."""
+    sys.stdout.flush()
+    print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     args = build_parser().parse_args(argv)  # exits with status 2 on bad arguments
     run: Callable[[argparse.Namespace], int] = args.run
     try:
-        return run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return run(args)
     except KeyboardInterrupt:
         print(f"\n{PROG}: interrupted", file=sys.stderr)
         return 130

@@ -17,7 +17,9 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import sys
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from os import PathLike
 from typing import Any
@@ -29,13 +31,28 @@ from . import kernels
 from .datasets import progress_enabled
 from .modelfile import ModelFormatError, load_model, save_model
 
-__all__ = ["NNetworkExtended", "NNetworkMinimal", "TrainingDivergedError"]
+__all__ = [
+    "NNetworkExtended",
+    "NNetworkMinimal",
+    "PixelScaleWarning",
+    "TrainingDivergedError",
+    "TrainingDivergedWarning",
+]
 
 PREDICT_CHUNK = 8192  # samples per forward pass in predict/score: bounds the work buffer
+DIVERGENCE_SAMPLE = 4096  # training images whose loss before fit is the start of the curve
 
 
 class TrainingDivergedError(RuntimeError):
     """The loss stopped being finite during training (usually: the learning rate is too high)."""
+
+
+class TrainingDivergedWarning(UserWarning):
+    """The loss stayed finite but ended far above where it started: the model is likely useless."""
+
+
+class PixelScaleWarning(UserWarning):
+    """The images look scaled to 0..1, but the network expects raw pixels in 0..255."""
 
 
 class NNetworkExtended:
@@ -94,6 +111,7 @@ class NNetworkExtended:
             raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
         self.seed = seed
         self.dtype = _dtype_name(dtype)
+        _check_alpha(self.alpha, self.dtype)
         self.progress = progress
 
         self.layer_sizes = (self.nodes_in, *self.hidden_layers, self.nodes_out)
@@ -168,6 +186,7 @@ class NNetworkExtended:
         settings.update(params)
         progress = settings.pop("progress")
         checked = {**_check_training_settings(**settings), "progress": progress}
+        _check_alpha(checked["alpha"], self.dtype)
         for name in params:  # all checked first: a bad value changes nothing
             setattr(self, name, checked[name])
         return self
@@ -204,10 +223,18 @@ class NNetworkExtended:
             raise ValueError(f"X must hold numbers (pixels 0..255), got dtype {X.dtype}")
         if not np.all(np.isfinite(X)):
             raise ValueError("X contains NaN or infinite values")
-        if X.min() < 0 or X.max() > 255:
+        low, high = X.min(), X.max()
+        if low < 0 or high > 255:
             raise ValueError(
                 f"X must hold raw pixels in 0..255 (the network divides by 255 itself); "
-                f"got values from {X.min()} to {X.max()}"
+                f"got values from {low} to {high}"
+            )
+        if np.issubdtype(X.dtype, np.floating) and 0 < high <= 1:
+            _warn(
+                f"every value of X is at most 1 (largest {high:g}), as if scaled to 0..1; the "
+                "network expects raw pixels in 0..255 and divides by 255 itself: pass the uint8 "
+                "images (or X * 255)",
+                PixelScaleWarning,
             )
         return np.ascontiguousarray(X, dtype=self.dtype)
 
@@ -336,7 +363,9 @@ class NNetworkExtended:
         Appends to :attr:`history` (loss and accuracy measured before each update) and sets
         :attr:`training_info` (``seconds`` counts every ``fit`` call of the history).  Raises
         :class:`TrainingDivergedError` naming the iteration if the loss stops being finite; the
-        parameters are then those of the last finite step.
+        parameters are then those of the last finite step.  Warns with
+        :class:`TrainingDivergedWarning` when the loss stays finite but ends far above where it
+        started (more than twice as high, and higher by more than 1).
         """
         X, y = self._check_Xy(X, y)
         earlier = self.training_info.get("seconds", 0.0) if self.history else 0.0
@@ -345,6 +374,7 @@ class NNetworkExtended:
             raise ValueError("validation_fraction leaves no training data")
         started = time.perf_counter()
         data = self._inputs(X)
+        start_loss = self._evaluate(data, y, train_rows[:DIVERGENCE_SAMPLE])[0]
         val = (val_rows, self._eval_buffers(val_rows.shape[0])) if val_rows.shape[0] else None
         if self.batch_size is None:
             self._fit_full_batch(data, y, train_rows, val)
@@ -356,7 +386,20 @@ class NNetworkExtended:
             "final_loss": self.history["loss"][-1],
             "final_train_accuracy": self.history["train_accuracy"][-1],
         }
+        self._warn_if_diverged(start_loss)
         return self
+
+    def _warn_if_diverged(self, start_loss: float) -> None:
+        """Warn when the training loss ended far above ``start_loss``, its value before ``fit``."""
+        final = self.history["loss"][-1]
+        if final > 2 * start_loss and final > start_loss + 1:
+            accuracy = self.history["train_accuracy"][-1]
+            _warn(
+                f"training diverged: the loss rose from {start_loss:.3g} to {final:.3g} "
+                f"(training accuracy {accuracy:.1%}); try a smaller learning rate than "
+                f"alpha={self.alpha:g}",
+                TrainingDivergedWarning,
+            )
 
     def _record(self, step: str, value: int, loss: float, acc: float, data, y, val) -> None:
         """Append one row to the history (plus validation scores if there is a split: ``val`` is
@@ -571,6 +614,23 @@ def _dtype_name(value: Any) -> str:
     if name not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {value!r}")
     return name
+
+
+def _check_alpha(alpha: float, dtype: str) -> None:
+    largest = float(np.finfo(dtype).max)
+    if alpha > largest:
+        raise ValueError(
+            f"alpha={alpha:g} does not fit in {dtype} (largest {largest:.3g}); choose a smaller "
+            "learning rate"
+        )
+
+
+def _warn(message: str, category: type[Warning]) -> None:
+    """``warnings.warn``, pointing at the first caller outside this module."""
+    level, frame = 1, sys._getframe()
+    while frame is not None and frame.f_code.co_filename == __file__:
+        level, frame = level + 1, frame.f_back
+    warnings.warn(message, category, stacklevel=level)
 
 
 def _check_memory(sizes: tuple[int, ...], dtype: str) -> None:

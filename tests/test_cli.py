@@ -245,6 +245,24 @@ def test_train_full_batch_with_validation_and_force(tmp_path: Path) -> None:
 
 
 @needs_data
+def test_diverging_training_is_a_one_line_warning(tmp_path: Path) -> None:
+    """Loss 2.9 -> 1e19 at 10% accuracy: the model used to be saved without a word."""
+    args = ["--hidden", 8, "--epochs", 1, "--lr", "1e6", "--quiet", "--out", "m.npz"]
+    result = run_cli("train", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("mnistnn: warning: training diverged: the loss rose from 2.9 to ")
+    assert "alpha=1e+06" in line and (tmp_path / "m.npz").is_file()
+
+
+@needs_data
+def test_learning_rate_beyond_float32(tmp_path: Path) -> None:
+    """One line; it used to follow NumPy's two-line overflow warning."""
+    result = run_cli("train", "--hidden", 8, "--lr", "1e39", cwd=tmp_path)
+    assert_error(result, "alpha=1e+39 does not fit in float32", "smaller learning rate")
+
+
+@needs_data
 def test_train_with_huge_sizes(tmp_path: Path) -> None:
     """Both used to end in a MemoryError traceback."""
     result = run_cli("train", "--hidden", 10**9, "--quiet", cwd=tmp_path)

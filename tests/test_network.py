@@ -21,7 +21,9 @@ from mnistnn import (
     ModelFormatError,
     NNetworkExtended,
     NNetworkMinimal,
+    PixelScaleWarning,
     TrainingDivergedError,
+    TrainingDivergedWarning,
     kernels,
 )
 
@@ -229,6 +231,56 @@ def test_divergence_stops_with_the_iteration_and_keeps_finite_weights():
     )
     with pytest.raises(TrainingDivergedError, match=r"epoch \d+, batch \d+"):
         mini.fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"alpha": 1e6, "batch_size": 16, "epochs": 1}, {"alpha": 1e4, "maxiterations": 20}],
+    ids=["mini-batch", "full-batch"],
+)
+def test_divergence_that_stays_finite_is_a_warning(settings):
+    """The loss rises from 1.4 to 1e18 (or 2e3) without ever being infinite: it used to pass in
+    silence, and the model was saved at chance level."""
+    X, y = make_data()
+    net = NNetworkExtended(nodes_in=64, hidden_layers=(8,), nodes_out=4, seed=0, **settings)
+    with pytest.warns(TrainingDivergedWarning, match=r"loss rose from 1\.38 to .*alpha=") as info:
+        net.fit(X, y)
+    assert len(info) == 1 and info[0].filename == __file__
+    assert np.isfinite(net.history["loss"][-1])
+
+
+def test_no_warning_when_training_goes_well():
+    X, y = make_data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        NNetworkMinimal(nodes_in=64, nodes_out=4, alpha=0.5, maxiterations=50, seed=0).fit(X, y)
+        small_mini_batch_net(hidden_layers=(8,), batch_size=16, epochs=3, seed=0).fit(X, y)
+
+
+def test_learning_rate_beyond_the_dtype_is_refused_in_one_line():
+    """alpha >= 3.4e38 used to print NumPy's two-line overflow warning before the error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"alpha=1e\+39 does not fit in float32"):
+            NNetworkExtended(alpha=1e39)
+        net = NNetworkExtended(hidden_layers=(4,), alpha=1e39, dtype="float64")
+        assert net.alpha == 1e39
+        with pytest.raises(ValueError, match="does not fit in float32"):
+            NNetworkExtended(hidden_layers=(4,)).set_params(alpha=1e39)
+
+
+def test_pixels_scaled_to_one_are_a_warning():
+    """Images divided by 255 train to chance: they used to be accepted in silence."""
+    X, y = make_data()
+    net = NNetworkExtended(nodes_in=64, hidden_layers=(4,), nodes_out=4, seed=0)
+    with pytest.warns(PixelScaleWarning, match="expects raw pixels in 0..255") as info:
+        net.predict(X / 255.0)
+    assert info[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        net.predict(X)  # uint8
+        net.predict(X.astype(np.float32))  # float pixels in 0..255
+        net.predict(np.zeros((3, 64)))  # blank images are not "scaled"
 
 
 def test_training_learns_and_records_history():
