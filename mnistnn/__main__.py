@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import __version__, datasets, metrics
+from ._files import check_writable
 from .datasets import DatasetFetchError, DatasetSpec
 from .idx import IdxFormatError
 from .modelfile import ModelFormatError, read_metadata
@@ -351,6 +352,12 @@ def _check_output(out: Path, force: bool) -> None:
         raise CliError(f"{out} already exists; add --force to overwrite it or choose another --out")
     if not out.parent.is_dir():
         raise CliError(f"cannot save to {out}: the folder {out.parent} does not exist")
+    try:
+        check_writable(out)
+    except OSError as exc:
+        raise CliError(
+            f"cannot save to {out}: {exc.strerror or exc}; choose another --out"
+        ) from None
 
 
 def _arrows(sizes: Sequence[int]) -> str:

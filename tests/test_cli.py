@@ -262,6 +262,17 @@ def test_learning_rate_beyond_float32(tmp_path: Path) -> None:
     assert_error(result, "alpha=1e+39 does not fit in float32", "smaller learning rate")
 
 
+def test_unwritable_out_is_refused_before_training(tmp_path: Path, run_read_only) -> None:  # type: ignore[no-untyped-def]
+    """The error used to come after the whole run, naming a temporary file."""
+    (tmp_path / "ro").mkdir()
+    argv = [sys.executable, "-m", "mnistnn", "train", "--hidden", "8", "--out", "ro/m.npz"]
+    result = run_read_only(tmp_path / "ro", argv, cwd=tmp_path, env=ENV)
+    assert_error(result, "cannot save to ro/m.npz:", "choose another --out")
+    assert ".tmp" not in result.stderr
+    assert result.stdout == ""  # no data loaded, nothing trained
+    assert list((tmp_path / "ro").iterdir()) == []
+
+
 @needs_data
 def test_train_with_huge_sizes(tmp_path: Path) -> None:
     """Both used to end in a MemoryError traceback."""
