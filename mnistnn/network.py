@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 PREDICT_CHUNK = 8192  # samples per forward pass in predict/score: bounds the work buffer
-DIVERGENCE_SAMPLE = 4096  # training images whose loss before fit is the start of the curve
+DIVERGENCE_SAMPLE = 1024  # at most this many images measure the loss before mini-batch training
 
 
 class TrainingDivergedError(RuntimeError):
@@ -374,11 +374,14 @@ class NNetworkExtended:
             raise ValueError("validation_fraction leaves no training data")
         started = time.perf_counter()
         data = self._inputs(X)
-        start_loss = self._evaluate(data, y, train_rows[:DIVERGENCE_SAMPLE])[0]
         val = (val_rows, self._eval_buffers(val_rows.shape[0])) if val_rows.shape[0] else None
         if self.batch_size is None:
+            first = len(self.history.get("loss", []))
             self._fit_full_batch(data, y, train_rows, val)
-        else:
+            start_loss = self.history["loss"][first]  # measured before the first update
+        else:  # the history holds epoch means: the start is measured on a first batch
+            sample = train_rows[: min(self.batch_size, DIVERGENCE_SAMPLE)]
+            start_loss = self._evaluate(data, y, sample)[0]
             self._fit_mini_batch(data, y, train_rows, val)
         self.training_info = {
             "samples": int(train_rows.shape[0]),

@@ -239,11 +239,12 @@ def test_divergence_stops_with_the_iteration_and_keeps_finite_weights():
     ids=["mini-batch", "full-batch"],
 )
 def test_divergence_that_stays_finite_is_a_warning(settings):
-    """The loss rises from 1.4 to 1e18 (or 2e3) without ever being infinite: it used to pass in
-    silence, and the model was saved at chance level."""
+    """The loss rises from 1.3 to 1e18 (or 2e3) without ever being infinite: it used to pass in
+    silence."""
     X, y = make_data()
     net = NNetworkExtended(nodes_in=64, hidden_layers=(8,), nodes_out=4, seed=0, **settings)
-    with pytest.warns(TrainingDivergedWarning, match=r"loss rose from 1\.38 to .*alpha=") as info:
+    rose = r"loss rose from 1\.\d+ to \d\.\d+e\+(03|18) .*alpha="
+    with pytest.warns(TrainingDivergedWarning, match=rose) as info:
         net.fit(X, y)
     assert len(info) == 1 and info[0].filename == __file__
     assert np.isfinite(net.history["loss"][-1])
