@@ -646,7 +646,7 @@ def _check_memory(sizes: tuple[int, ...], dtype: str) -> None:
         raise ValueError(
             f"a {_arrows(sizes)} network has {n:,} parameters, {need / 1e9:,.1f} GB in {dtype} "
             f"with their velocity: more than this machine's {total / 1e9:,.1f} GB of memory; "
-            "choose smaller hidden_layers"
+            "choose smaller layers"
         )
 
 

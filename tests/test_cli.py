@@ -278,7 +278,7 @@ def test_unwritable_out_is_refused_before_training(tmp_path: Path, run_read_only
 def test_train_with_huge_sizes(tmp_path: Path) -> None:
     """Both used to end in a MemoryError traceback."""
     result = run_cli("train", "--hidden", 10**9, "--quiet", cwd=tmp_path)
-    assert_error(result, "784 -> 1000000000 -> 10 network", "memory", "hidden_layers")
+    assert_error(result, "784 -> 1000000000 -> 10 network", "memory", "smaller layers")
     args = ["--hidden", 8, "--epochs", 1, "--batch-size", 10**10, "--quiet"]
     result = run_cli("train", *args, "--out", "m.npz", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
