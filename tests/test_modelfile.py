@@ -601,6 +601,18 @@ def test_headers_that_promise_more_data_than_the_file_holds(model: Path, tmp_pat
     assert peak < 10_000_000  # 6 TiB before
 
 
+def test_entry_sizes_must_fit_the_file(model: Path, tmp_path: Path) -> None:
+    """The zip directory says how big each entry is; a size the file cannot hold is refused."""
+    data = bytearray(model.read_bytes())
+    central = data.index(b"PK\x01\x02")  # the first entry of the zip's central directory
+    while data[central + 46 : central + 52] != b"W1.npy":
+        central = data.index(b"PK\x01\x02", central + 4)
+    data[central + 24 : central + 28] = (2**31).to_bytes(4, "little")  # uncompressed size
+    bad = tmp_path / "sizes.npz"
+    bad.write_bytes(bytes(data))
+    assert_refused(bad, "'W1.npy' has inconsistent sizes")
+
+
 def test_metadata_nested_too_deeply(model: Path, tmp_path: Path) -> None:
     text = str(entries(model)["metadata"])[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
     bad = rewrite(model, tmp_path / "deep.npz", metadata=np.array(text))
