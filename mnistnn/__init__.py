@@ -25,6 +25,7 @@ from .network import (
     PixelScaleWarning,
     TrainingDivergedError,
     TrainingDivergedWarning,
+    fit_many,
 )
 
 __version__ = "0.1.0"
@@ -43,6 +44,7 @@ __all__ = [
     "TrainingDivergedError",
     "TrainingDivergedWarning",
     "fetch",
+    "fit_many",
     "load_fashion_mnist",
     "load_mnist",
     "read_idx",

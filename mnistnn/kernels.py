@@ -62,6 +62,7 @@ from mnistnn.simd import (
     fma,
     vadd,
     vany,
+    vdiv,
     vexp,
     vfind,
     vfma,
@@ -70,13 +71,17 @@ from mnistnn.simd import (
     vload,
     vloadn,
     vmax,
+    vmaxnum,
     vmul,
     vrelu,
     vsplat,
     vstore,
     vstoren,
+    vsub,
     vsubat,
     vsum,
+    vtimes,
+    vwhere,
     vzeros,
 )
 
@@ -85,42 +90,29 @@ __all__ = [
     "work_size",
     "grad_tiles",
     "sparse_pixels",
-    "uses_sparse_pixels",
+    "is_narrow",
     "forward",
-    "backward",
+    "narrow_backward",
+    "layered_backward",
+    "narrow_nets_backward",
+    "chunks",
+    "pixel_columns",
+    "update",
     "predict_proba",
     "evaluate",
-    "full_batch_step",
     "train_epoch",
 ]
 
 TILE = 64  # samples per parallel work item
+CHUNK = 256  # images of the one-pass kernel that go through each step together
 MAX_GRAD_TILES = 16  # partial weight gradients per batch (fixed: independent of threads)
 PIXEL_SCALE = 1.0 / 255.0
 ALIGN_BYTES = 64  # a cache line
 GROUP = 2  # images whose small steps overlap in the one-pass kernel (_narrow_net_tiles)
 ALIGN = 16  # elements of slack that let an array start on a cache line (float32 or float64)
-SPARSE_MIN_WIDTH = 64  # wider first layers than LANES work on the nonzero pixels from this width
 BLOCK = 4 * LANES  # units of a wide sparse first layer summed side by side (four Vec16)
-# LLVM may reorder sums (to vectorize dot products) and ignore the sign of zero, but not fuse
-# a*b + c into one FMA on its own.  A parallel kernel's loop body is optimized once on its own and
-# once more inside the kernel; the compiling process runs the first copy, Numba's cache keeps the
-# second.  With fusing left to LLVM the two copies fuse differently and round differently (with
-# "fastmath=True" a process that compiled the kernels trained to other weights than one that
-# loaded them).  The multiply-adds that matter are fused on purpose instead (simd.fma, vfma).
-FASTMATH = {"reassoc", "nsz"}
 
 numba.get_num_threads()  # starts the threading layer, which the cached drivers need (see above)
-
-
-def uses_sparse_pixels(sizes) -> bool:
-    """Whether the first layer works on the nonzero pixels only (:func:`sparse_pixels`).
-
-    Yes for a narrow layer (at most ``LANES`` units: one vector multiply-add per nonzero pixel)
-    and for a wide one (``SPARSE_MIN_WIDTH`` units or more: hundreds of operations per pixel).
-    In between, reading every pixel four images at a time is quicker than looping over units.
-    """
-    return int(sizes[1]) <= LANES or int(sizes[1]) >= SPARSE_MIN_WIDTH
 
 
 def layout(sizes: tuple[int, ...] | list[int]) -> np.ndarray:
@@ -203,9 +195,8 @@ def work_size(sizes, m: int, gradients: bool = True) -> int:
     """Floats of work buffer the kernels need for batches of up to ``m`` images: the activations,
     plus (for :func:`backward`) the partial gradients of the largest weight matrix."""
     sizes = np.asarray(sizes, dtype=np.int64)
-    widths = np.maximum(sizes[1:], LANES)  # a narrow layer's partials are padded to LANES
-    if sizes[1] >= SPARSE_MIN_WIDTH:  # a wide first layer's, to whole blocks
-        widths[0] = _block_width(sizes[1])
+    widths = sizes[1:].copy()
+    widths[0] = _block_width(sizes[1])  # the first layer's partials are padded to whole blocks
     largest = int(np.max(widths * sizes[:-1]))
     partials = int(grad_tiles(m)) * largest + ALIGN  # + room to start them on a cache line
     return int(_act_size(sizes, m)) + (partials if gradients else 0)
@@ -270,7 +261,7 @@ def _transposed(W, width):
 
 
 @njit(cache=True)
-def _padded(W, width, fill=0.0):
+def _padded(W, width, fill):
     """``W`` ``(n_out, n_in)`` as a new array ``(n_out, width)``, ``width >= n_in``, padded with
     columns of ``fill``."""
     n_out, n_in = W.shape
@@ -281,13 +272,13 @@ def _padded(W, width, fill=0.0):
 
 
 @njit(cache=True)
-def _padded_bias(b, fill=0.0):
+def _padded_bias(b, fill):
     """The bias ``b`` ``(n,)``, ``n <= 16``, as one row ``(1, 16)`` padded with ``fill``, for
     :func:`~mnistnn.simd.vload`."""
     return _padded(b.reshape((1, -1)), LANES, fill)
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(parallel=True, cache=True)
 def _sparse_forward(pixels, rows, scale, WT, b, relu, Z):
     """Wide first layer: ``Z[i] = act(scale * W @ x_i + b)``, ``x_i`` the pixels of image
     ``rows[i]``, summed over its nonzero pixels only.  ``WT`` ``(n_in, width)``: ``W.T`` padded
@@ -297,56 +288,61 @@ def _sparse_forward(pixels, rows, scale, WT, b, relu, Z):
     """
     m, n_out = Z.shape
     width = WT.shape[1]
-    bp = _padded(b.reshape((1, -1)), width)
+    bp = _padded(b.reshape((1, -1)), width, 0.0)
     for t in prange((m + TILE - 1) // TILE):
         z = np.empty((1, width), WT.dtype)
         for i in range(t * TILE, min(m, (t + 1) * TILE)):
             for j in range(0, width, BLOCK):
                 s0, s1, s2, s3 = _pixels_times_block(pixels, rows[i], WT, j)
-                _store_units(z, j, _first_layer(s0, scale, bp, j), relu)
-                _store_units(z, j + LANES, _first_layer(s1, scale, bp, j + LANES), relu)
-                _store_units(z, j + 2 * LANES, _first_layer(s2, scale, bp, j + 2 * LANES), relu)
-                _store_units(z, j + 3 * LANES, _first_layer(s3, scale, bp, j + 3 * LANES), relu)
+                _store_units(z, 0, j, _first_layer(s0, scale, bp, j), relu)
+                _store_units(z, 0, j + LANES, _first_layer(s1, scale, bp, j + LANES), relu)
+                _store_units(z, 0, j + 2 * LANES, _first_layer(s2, scale, bp, j + 2 * LANES), relu)
+                _store_units(z, 0, j + 3 * LANES, _first_layer(s3, scale, bp, j + 3 * LANES), relu)
             for j in range(n_out):
                 Z[i, j] = z[0, j]
 
 
 @njit(cache=True, inline="always")
-def _store_units(z, j, out, relu):
-    """``z[0, j:j+16] = ReLU(out)`` (``out`` itself if not ``relu``)."""
-    vstore(z, 0, j, vrelu(out) if relu else out)
+def _store_units(z, r, j, out, relu):
+    """``z[r, j:j+16] = ReLU(out)`` (``out`` itself if not ``relu``)."""
+    vstore(z, r, j, vrelu(out) if relu else out)
 
 
 @njit(cache=True, inline="always")
 def _pixels_times_block(pixels, image, WT, j):
     """``x @ WT[:, j:j+64]`` as four :class:`~mnistnn.simd.Vec16`, ``x`` the nonzero pixels of
-    image ``image`` (unscaled), each lane summed over the pixels in order."""
+    image ``image`` (unscaled): in each lane the same four interleaved sums, added up the same
+    way, as :func:`_pixels_times`, so a unit gets the same bits in a narrow or a wide layer."""
     indptr, indices, values = pixels
     lo, hi = indptr[image], indptr[image + 1]
     cols, vals = indices[lo:hi], values[lo:hi]  # from 0: no negative-index checks
-    s0, s1, s2, s3 = vzeros(WT), vzeros(WT), vzeros(WT), vzeros(WT)
-    for p in range(hi - lo):
-        v, k = WT.dtype.type(vals[p]), cols[p]
-        s0 = vfma(v, vload(WT, k, j), s0)
-        s1 = vfma(v, vload(WT, k, j + LANES), s1)
-        s2 = vfma(v, vload(WT, k, j + 2 * LANES), s2)
-        s3 = vfma(v, vload(WT, k, j + 3 * LANES), s3)
-    return s0, s1, s2, s3
+    z = vzeros(WT)
+    s0 = s1 = s2 = s3 = (z, z, z, z)
+    for h in range((hi - lo) // 4):
+        p = 4 * h
+        s0 = _add_row_block(s0, WT.dtype.type(vals[p]), WT, cols[p], j)
+        s1 = _add_row_block(s1, WT.dtype.type(vals[p + 1]), WT, cols[p + 1], j)
+        s2 = _add_row_block(s2, WT.dtype.type(vals[p + 2]), WT, cols[p + 2], j)
+        s3 = _add_row_block(s3, WT.dtype.type(vals[p + 3]), WT, cols[p + 3], j)
+    for p in range((hi - lo) // 4 * 4, hi - lo):
+        s0 = _add_row_block(s0, WT.dtype.type(vals[p]), WT, cols[p], j)
+    return (
+        vadd(vadd(s0[0], s1[0]), vadd(s2[0], s3[0])),
+        vadd(vadd(s0[1], s1[1]), vadd(s2[1], s3[1])),
+        vadd(vadd(s0[2], s1[2]), vadd(s2[2], s3[2])),
+        vadd(vadd(s0[3], s1[3]), vadd(s2[3], s3[3])),
+    )
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _narrow_forward(pixels, rows, scale, WT, b, relu, Z):
-    """First layer of at most 16 units: ``Z[i] = act(scale * W @ x_i + b)`` over the nonzero
-    pixels of image ``rows[i]``, all units at once in a :class:`~mnistnn.simd.Vec16`.
-    ``WT`` ``(n_in, 16)``: ``W.T`` padded with zero columns; ``Z`` ``(m, n_out)``.
-    """
-    m = rows.shape[0]
-    n_out = Z.shape[1]
-    bp = _padded_bias(b)
-    for t in prange((m + TILE - 1) // TILE):
-        for i in range(t * TILE, min(m, (t + 1) * TILE)):
-            z = _first_layer(_pixels_times(pixels, rows[i], WT), scale, bp)
-            vstoren(Z, i, n_out, vrelu(z) if relu else z)
+@njit(cache=True, inline="always")
+def _add_row_block(s, v, M, k, j):
+    """``s + v * M[k, j:j+64]`` for a block ``s`` of four :class:`~mnistnn.simd.Vec16`."""
+    return (
+        vfma(v, vload(M, k, j), s[0]),
+        vfma(v, vload(M, k, j + LANES), s[1]),
+        vfma(v, vload(M, k, j + 2 * LANES), s[2]),
+        vfma(v, vload(M, k, j + 3 * LANES), s[3]),
+    )
 
 
 @njit(cache=True, inline="always")
@@ -392,24 +388,6 @@ def _add_pixels_times(acc, pixels, image, delta):
         vstore(acc, k, 0, vfma(acc.dtype.type(vals[p]), delta, vload(acc, k, 0)))
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _narrow_grad_tiles(dZ, pixels, rows, partial):
-    """First layer of at most 16 units: tile ``t`` of the ``partial.shape[0]`` sample tiles sets
-    ``partial[t]`` ``(n_in, 16)`` to ``X[tile]^T dZ[tile]`` (columns ``n_out..15`` zero), one
-    :class:`~mnistnn.simd.Vec16` multiply-add per nonzero pixel."""
-    m, n_out = dZ.shape
-    n_tiles, n_in = partial.shape[0], partial.shape[1]
-    zero = partial.dtype.type(0)
-    for t in prange(n_tiles):
-        acc = partial[t]
-        for k in range(n_in):
-            vstore(acc, k, 0, vzeros(acc))
-        for i in range(t * m // n_tiles, (t + 1) * m // n_tiles):
-            g = vloadn(dZ, i, n_out, zero)
-            if vany(g):  # else every unit is inactive (ReLU): nothing to add
-                _add_pixels_times(acc, pixels, rows[i], g)
-
-
 @njit(cache=True)
 def _row_times(a, i, M):
     """``a[i, :n] @ M`` as a :class:`~mnistnn.simd.Vec16`: the first ``n`` entries of row ``i`` of
@@ -420,170 +398,211 @@ def _row_times(a, i, M):
     return s
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _narrow_dense_forward(A, WT, b, relu, Z):
-    """A later layer of at most 16 units: ``Z[i] = act(W @ A[i] + b)``, all units at once per
-    input in a :class:`~mnistnn.simd.Vec16`.  ``A`` ``(m, n_in)`` activations, ``WT``
-    ``(n_in, 16)``: ``W.T`` padded with zero columns; ``Z`` ``(m, n_out)``."""
-    m, n_out = Z.shape
-    zero = WT.dtype.type(0)
-    for t in prange((m + TILE - 1) // TILE):
-        z = np.empty((1, LANES), WT.dtype)
-        for i in range(t * TILE, min(m, (t + 1) * TILE)):
-            vstore(z, 0, 0, _row_times(A, i, WT))
-            for j in range(n_out):
-                out = z[0, j] + b[j]
-                Z[i, j] = max(out, zero) if relu else out
-
-
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _narrow_dense_grad_tiles(dZ, A, partial):
-    """A later layer of at most 16 units: tile ``t`` of the ``partial.shape[0]`` sample tiles
-    sets ``partial[t]`` ``(n_in, 16)`` to ``A[tile]^T dZ[tile]`` (columns ``n_out..15`` zero)."""
-    m, n_out = dZ.shape
-    n_tiles, n_in = partial.shape[0], partial.shape[1]
-    for t in prange(n_tiles):
-        acc = partial[t]
-        for k in range(n_in):
-            vstore(acc, k, 0, vzeros(acc))
-        g = np.zeros((1, LANES), partial.dtype)
-        for i in range(t * m // n_tiles, (t + 1) * m // n_tiles):
-            for j in range(n_out):
-                g[0, j] = dZ[i, j]
-            delta = vload(g, 0, 0)
-            for k in range(n_in):
-                vstore(acc, k, 0, vfma(A[i, k], delta, vload(acc, k, 0)))
-
-
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _narrow_backprop(dZ, Wp, A_prev):
-    """Overwrite ``A_prev`` ``(m, n_in)``, ``n_in <= 16``, with ``dZ_prev = (dZ W) * [A_prev > 0]``;
-    ``Wp`` ``(n_out, 16)``: ``W`` padded with zero columns."""
-    m, n_in = A_prev.shape
-    zero = Wp.dtype.type(0)
-    for t in prange((m + TILE - 1) // TILE):
-        row = np.empty((1, LANES), Wp.dtype)
-        for i in range(t * TILE, min(m, (t + 1) * TILE)):
-            vstore(row, 0, 0, _row_times(dZ, i, Wp))  # dZ[i] @ W, padded
-            for k in range(n_in):
-                A_prev[i, k] = row[0, k] if A_prev[i, k] > zero else zero
-
-
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _sparse_grad_tiles(dZ, pixels, rows, partial):
+@njit(parallel=True, cache=True)
+def _sparse_grad_tiles(dZ, columns, chunks, partial):
     """Wide first layer: tile ``t`` of the ``partial.shape[0]`` sample tiles sets ``partial[t]``
     ``(n_in, width)`` (transposed, so one pixel's row is contiguous; padded to whole blocks, see
     :func:`_block_width`) to ``X[tile]^T dZ[tile]``, summed over the nonzero pixels only.
 
-    The tile's images go in chunks of ``TILE``.  A chunk's nonzero pixels are sorted by column
-    (:func:`_pixels_by_column`), and then each row ``k`` of the sum gets all its terms (the
-    chunk's images with pixel ``k``, in image order) while 64 units of it stay in four
+    The tile's images go in chunks of up to ``TILE`` (:func:`chunks`), whose nonzero pixels
+    ``columns`` lists by column (:func:`pixel_columns`): each row ``k`` of the sum gets all its
+    terms (the chunk's images with pixel ``k``, in image order) while 64 units of it stay in four
     :class:`~mnistnn.simd.Vec16`: one load and one store of the row per chunk, not per image.
     """
     m, n_out = dZ.shape
     n_tiles, n_in, width = partial.shape
+    chunk_first, tile_chunk = chunks
     for t in prange(n_tiles):
         acc = partial[t]
-        lo, hi = t * m // n_tiles, (t + 1) * m // n_tiles
         g = np.zeros((TILE, width), partial.dtype)  # the chunk's deltas, padded with zeros
-        for first in range(lo, hi, TILE):
-            stop = min(hi, first + TILE)
-            for i in range(first, stop):
+        for c in range(tile_chunk[t], tile_chunk[t + 1]):
+            first = chunk_first[c]
+            for i in range(first, chunk_first[c + 1]):
                 for j in range(n_out):
                     g[i - first, j] = dZ[i, j]
-            starts, image, value = _pixels_by_column(pixels, rows[first:stop], n_in, acc.dtype)
-            for k in range(n_in):
-                if first > lo and starts[k] == starts[k + 1]:
-                    continue  # no term in this chunk: the row stays as it is
-                for j in range(0, width, BLOCK):
-                    _add_column_terms(acc, k, j, g, image, value, starts, first == lo)
+            _add_chunk_terms(acc, g, columns, c, c == tile_chunk[t])
 
 
 @njit(cache=True)
-def _pixels_by_column(pixels, rows, n_in, dtype):
-    """The nonzero pixels of images ``rows`` grouped by column: ``(starts, image, value)``, where
-    column ``k``'s pixels are at ``starts[k]:starts[k+1]`` of ``image`` (positions in ``rows``,
-    ascending) and ``value`` (unscaled, of ``dtype``)."""
+def chunks(m, n_tiles, size):
+    """The sample tiles of a batch of ``m`` images cut in chunks of up to ``size`` images:
+    ``(chunk_first, tile_chunk)``, int64; chunk ``c`` holds images ``chunk_first[c]`` to
+    ``chunk_first[c + 1] - 1``, tile ``t`` (images ``t * m // n_tiles`` to ``(t + 1) * m //
+    n_tiles - 1``) chunks ``tile_chunk[t]`` to ``tile_chunk[t + 1] - 1``."""
+    tile_chunk = np.zeros(n_tiles + 1, np.int64)
+    for t in range(n_tiles):
+        images = (t + 1) * m // n_tiles - t * m // n_tiles
+        tile_chunk[t + 1] = tile_chunk[t] + (images + size - 1) // size
+    chunk_first = np.empty(tile_chunk[n_tiles] + 1, np.int64)
+    for t in range(n_tiles):
+        for c in range(tile_chunk[t], tile_chunk[t + 1]):
+            chunk_first[c] = t * m // n_tiles + (c - tile_chunk[t]) * size
+    chunk_first[tile_chunk[n_tiles]] = m
+    return chunk_first, tile_chunk
+
+
+@njit(parallel=True, cache=True)
+def pixel_columns(pixels, rows, chunk_first, n_in, dtype):
+    """The nonzero pixels of images ``rows``, chunk by chunk (:func:`chunks`), listed by column:
+    ``(starts, image, value)``.  Column ``k`` of chunk ``c`` has its pixels at
+    ``starts[c, k]:starts[c, k + 1]`` of ``image`` (uint8: the image's place in the chunk,
+    ascending) and ``value`` (unscaled, of ``dtype``).  ``starts`` ``(n_chunks, n_in + 1)``."""
     indptr, indices, values = pixels
-    starts = np.zeros(n_in + 1, np.int64)
-    for r in range(rows.shape[0]):
-        for q in range(indptr[rows[r]], indptr[rows[r] + 1]):
-            starts[indices[q] + 1] += 1
-    for k in range(n_in):
-        starts[k + 1] += starts[k]
-    image = np.empty(starts[n_in], np.int64)
-    value = np.empty(starts[n_in], dtype)
-    free = starts[:n_in].copy()  # the next free place of each column
-    for r in range(rows.shape[0]):
-        for q in range(indptr[rows[r]], indptr[rows[r] + 1]):
-            k = indices[q]
-            image[free[k]] = r
-            value[free[k]] = values[q]
-            free[k] += 1
+    n_chunks = chunk_first.shape[0] - 1
+    offset = np.zeros(n_chunks + 1, np.int64)
+    for c in prange(n_chunks):
+        total = 0
+        for r in range(chunk_first[c], chunk_first[c + 1]):
+            total += indptr[rows[r] + 1] - indptr[rows[r]]
+        offset[c + 1] = total
+    for c in range(n_chunks):
+        offset[c + 1] += offset[c]
+    starts = np.empty((n_chunks, n_in + 1), np.int64)
+    image = np.empty(offset[n_chunks], np.uint8)
+    value = np.empty(offset[n_chunks], dtype)
+    for c in prange(n_chunks):
+        first, at = chunk_first[c], starts[c]
+        at[:] = 0
+        for r in range(first, chunk_first[c + 1]):
+            for q in range(indptr[rows[r]], indptr[rows[r] + 1]):
+                at[indices[q] + 1] += 1
+        at[0] = offset[c]
+        for k in range(n_in):
+            at[k + 1] += at[k]
+        free = at[:n_in].copy()  # the next free place of each column
+        for r in range(first, chunk_first[c + 1]):
+            for q in range(indptr[rows[r]], indptr[rows[r] + 1]):
+                k = indices[q]
+                image[free[k]] = r - first
+                value[free[k]] = values[q]
+                free[k] += 1
     return starts, image, value
 
 
 @njit(cache=True, inline="always")
-def _add_column_terms(acc, k, j, g, image, value, starts, fresh):
-    """``acc[k, j:j+64] += sum_e value[e] * g[image[e], j:j+64]`` over the terms ``e`` of column
-    ``k`` (see :func:`_pixels_by_column`), added one after another; from zero if ``fresh``."""
+def _store_block(a, i, j, s0, s1, s2, s3):
+    """``a[i, j:j+64] = (s0, s1, s2, s3)``: a block of four :class:`~mnistnn.simd.Vec16`."""
+    vstore(a, i, j, s0)
+    vstore(a, i, j + LANES, s1)
+    vstore(a, i, j + 2 * LANES, s2)
+    vstore(a, i, j + 3 * LANES, s3)
+
+
+@njit(cache=True)
+def _add_chunk_terms(acc, g, columns, c, fresh):
+    """``acc += X_c^T g`` ``(n_in, width)``, ``width`` whole blocks of 64, for chunk ``c`` of
+    ``columns`` (:func:`pixel_columns`), ``g`` its images' deltas; from zero if ``fresh``.
+
+    Row ``k`` gets the terms of the chunk's images with pixel ``k`` one after another, while 64
+    of its units stay in four :class:`~mnistnn.simd.Vec16`: one load and one store of the row
+    per chunk, not per image; two rows at a time, so that eight sums are on their way together.
+    """
+    starts = columns[0][c]
+    n_in = acc.shape[0]
+    for k in range(0, n_in - 1, 2):
+        if starts[k] == starts[k + 2] and not fresh:
+            continue  # no term in this chunk: the rows stay as they are
+        for j in range(0, acc.shape[1], BLOCK):
+            _add_column_pair(acc, k, j, g, columns, starts, fresh)
+    if n_in % 2:
+        for j in range(0, acc.shape[1], BLOCK):
+            _add_column_terms(acc, n_in - 1, j, g, columns, starts[n_in - 1], starts[n_in], fresh)
+
+
+@njit(cache=True, inline="always")
+def _add_column_pair(acc, k, j, g, columns, starts, fresh):
+    """:func:`_add_column_terms` of rows ``k`` and ``k + 1`` side by side."""
+    _, image, value = columns
+    lo, mid, hi = starts[k], starts[k + 1], starts[k + 2]
     if fresh:
-        s0, s1, s2, s3 = vzeros(acc), vzeros(acc), vzeros(acc), vzeros(acc)
+        s0 = s1 = s2 = s3 = u0 = u1 = u2 = u3 = vzeros(acc)
     else:
         s0, s1 = vload(acc, k, j), vload(acc, k, j + LANES)
         s2, s3 = vload(acc, k, j + 2 * LANES), vload(acc, k, j + 3 * LANES)
-    for e in range(starts[k], starts[k + 1]):
+        u0, u1 = vload(acc, k + 1, j), vload(acc, k + 1, j + LANES)
+        u2, u3 = vload(acc, k + 1, j + 2 * LANES), vload(acc, k + 1, j + 3 * LANES)
+    both = min(mid - lo, hi - mid)
+    for e in range(both):
+        v, r = value[lo + e], image[lo + e]
+        w, q = value[mid + e], image[mid + e]
+        s0 = vfma(v, vload(g, r, j), s0)
+        u0 = vfma(w, vload(g, q, j), u0)
+        s1 = vfma(v, vload(g, r, j + LANES), s1)
+        u1 = vfma(w, vload(g, q, j + LANES), u1)
+        s2 = vfma(v, vload(g, r, j + 2 * LANES), s2)
+        u2 = vfma(w, vload(g, q, j + 2 * LANES), u2)
+        s3 = vfma(v, vload(g, r, j + 3 * LANES), s3)
+        u3 = vfma(w, vload(g, q, j + 3 * LANES), u3)
+    for e in range(lo + both, mid):
         v, r = value[e], image[e]
         s0 = vfma(v, vload(g, r, j), s0)
         s1 = vfma(v, vload(g, r, j + LANES), s1)
         s2 = vfma(v, vload(g, r, j + 2 * LANES), s2)
         s3 = vfma(v, vload(g, r, j + 3 * LANES), s3)
-    vstore(acc, k, j, s0)
-    vstore(acc, k, j + LANES, s1)
-    vstore(acc, k, j + 2 * LANES, s2)
-    vstore(acc, k, j + 3 * LANES, s3)
+    for e in range(mid + both, hi):
+        w, q = value[e], image[e]
+        u0 = vfma(w, vload(g, q, j), u0)
+        u1 = vfma(w, vload(g, q, j + LANES), u1)
+        u2 = vfma(w, vload(g, q, j + 2 * LANES), u2)
+        u3 = vfma(w, vload(g, q, j + 3 * LANES), u3)
+    _store_block(acc, k, j, s0, s1, s2, s3)
+    _store_block(acc, k + 1, j, u0, u1, u2, u3)
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _dense_forward(A, rows, scale, W, b, relu, Z):
-    """``Z[i] = act(scale * W @ A[rows[i]] + b)``; ``A`` ``(N, n_in)`` (uint8 pixels or float
-    activations), ``W`` ``(n_out, n_in)``, ``Z`` ``(m, n_out)`` with ``m = len(rows)``.
+@njit(cache=True, inline="always")
+def _add_column_terms(acc, k, j, g, columns, lo, hi, fresh):
+    """``acc[k, j:j+64] += sum_e value[e] * g[image[e], j:j+64]`` over the terms ``lo..hi-1`` of
+    ``columns`` (:func:`pixel_columns`), added one after another; from zero if ``fresh``."""
+    _, image, value = columns
+    if fresh:
+        s0, s1, s2, s3 = vzeros(acc), vzeros(acc), vzeros(acc), vzeros(acc)
+    else:
+        s0, s1 = vload(acc, k, j), vload(acc, k, j + LANES)
+        s2, s3 = vload(acc, k, j + 2 * LANES), vload(acc, k, j + 3 * LANES)
+    for e in range(lo, hi):
+        v, r = value[e], image[e]
+        s0 = vfma(v, vload(g, r, j), s0)
+        s1 = vfma(v, vload(g, r, j + LANES), s1)
+        s2 = vfma(v, vload(g, r, j + 2 * LANES), s2)
+        s3 = vfma(v, vload(g, r, j + 3 * LANES), s3)
+    _store_block(acc, k, j, s0, s1, s2, s3)
 
-    Two units times four samples at a time: six loads per eight multiply-adds.
+
+@njit(parallel=True, cache=True)
+def _dense_forward(A, WT, b, relu, Z):
+    """A later layer of more than 16 units: ``Z[i] = act(W @ A[i] + b)``; ``A`` ``(m, n_in)``
+    activations, ``WT`` ``(n_in, width)``: ``W.T`` padded with zero columns to whole blocks
+    (:func:`_block_width`), ``Z`` ``(m, n_out)``.
+
+    Two samples at a time, 64 units of each in four :class:`~mnistnn.simd.Vec16` sums over the
+    inputs in order: four loads of ``WT`` per eight multiply-adds.
     """
-    m = rows.shape[0]
-    n_out, n_in = W.shape
-    zero = W.dtype.type(0)
+    m, n_out = Z.shape
+    n_in, width = WT.shape
+    bp = _padded(b.reshape((1, -1)), width, 0.0)
     for t in prange((m + TILE - 1) // TILE):
-        x = np.empty((4, n_in), W.dtype)  # four samples, converted once
-        s = np.empty((n_out, 4), W.dtype)  # their dot products with every unit
-        for i0 in range(t * TILE, min(m, (t + 1) * TILE), 4):
-            nb = min(4, m - i0)
-            for r in range(4):
-                src = rows[i0 + min(r, nb - 1)]
+        z = np.empty((2, width), WT.dtype)
+        for i in range(t * TILE, min(m, (t + 1) * TILE), 2):
+            i1 = min(i + 1, m - 1)  # an odd m computes its last sample twice
+            for j in range(0, width, BLOCK):
+                s0, s1, s2, s3 = vzeros(WT), vzeros(WT), vzeros(WT), vzeros(WT)
+                u0, u1, u2, u3 = vzeros(WT), vzeros(WT), vzeros(WT), vzeros(WT)
                 for k in range(n_in):
-                    x[r, k] = A[src, k]
-            for j in range(0, n_out, 2):
-                u = min(j + 1, n_out - 1)  # an odd n_out computes its last unit twice
-                s0 = s1 = s2 = s3 = zero
-                u0 = u1 = u2 = u3 = zero
-                for k in range(n_in):
-                    x0, x1, x2, x3 = x[0, k], x[1, k], x[2, k], x[3, k]
-                    w, v = W[j, k], W[u, k]
-                    s0 = fma(w, x0, s0)
-                    s1 = fma(w, x1, s1)
-                    s2 = fma(w, x2, s2)
-                    s3 = fma(w, x3, s3)
-                    u0 = fma(v, x0, u0)
-                    u1 = fma(v, x1, u1)
-                    u2 = fma(v, x2, u2)
-                    u3 = fma(v, x3, u3)
-                s[j, 0], s[j, 1], s[j, 2], s[j, 3] = s0, s1, s2, s3
-                s[u, 0], s[u, 1], s[u, 2], s[u, 3] = u0, u1, u2, u3
-            for r in range(nb):
-                for j in range(n_out):
-                    z = s[j, r] * scale + b[j]
-                    Z[i0 + r, j] = max(z, zero) if relu else z
+                    a, c = A[i, k], A[i1, k]
+                    w0, w1 = vload(WT, k, j), vload(WT, k, j + LANES)
+                    w2, w3 = vload(WT, k, j + 2 * LANES), vload(WT, k, j + 3 * LANES)
+                    s0, s1 = vfma(a, w0, s0), vfma(a, w1, s1)
+                    s2, s3 = vfma(a, w2, s2), vfma(a, w3, s3)
+                    u0, u1 = vfma(c, w0, u0), vfma(c, w1, u1)
+                    u2, u3 = vfma(c, w2, u2), vfma(c, w3, u3)
+                for r, (v0, v1, v2, v3) in enumerate(((s0, s1, s2, s3), (u0, u1, u2, u3))):
+                    _store_units(z, r, j, vadd(v0, vload(bp, 0, j)), relu)
+                    _store_units(z, r, j + LANES, vadd(v1, vload(bp, 0, j + LANES)), relu)
+                    _store_units(z, r, j + 2 * LANES, vadd(v2, vload(bp, 0, j + 2 * LANES)), relu)
+                    _store_units(z, r, j + 3 * LANES, vadd(v3, vload(bp, 0, j + 3 * LANES)), relu)
+            for j in range(n_out):
+                Z[i, j] = z[0, j]
+                Z[i1, j] = z[1, j]
 
 
 @njit(cache=True)
@@ -602,7 +621,7 @@ def _softmax_delta(e, total, label, inv_m):
     return vsubat(vmul(inv_m / total, e), label, inv_m)
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(parallel=True, cache=True)
 def _softmax_xent(Z, y, rows, inv_m, losses, correct):
     """Turn logits ``Z`` ``(m, K)`` into ``dZ = (softmax(Z) - onehot(y)) * inv_m`` in place.
 
@@ -628,7 +647,7 @@ def _softmax_xent(Z, y, rows, inv_m, losses, correct):
             label = y[rows[i]] if labelled else 0
             z_label = Z[i, label]
             if K <= LANES:
-                e, total, zmax, arg = _softmax_parts(vloadn(Z, i, K, low))
+                e, total, zmax, arg = _softmax_parts(vloadn(Z, i, 0, K, low))
                 vstore(out, r, 0, _softmax_delta(e, total, label if labelled else -1, inv_m))
             else:
                 zmax = Z[i, 0]
@@ -651,22 +670,21 @@ def _softmax_xent(Z, y, rows, inv_m, losses, correct):
                 correct[i] = arg == label
         for i in range(first, stop):
             if K <= LANES:
-                vstoren(Z, i, K, vload(out, i - first, 0))
+                vstoren(Z, i, 0, K, vload(out, i - first, 0))
             if labelled:
                 losses[i] = np.log(totals[i - first]) - losses[i]  # logsumexp(Z[i]) - Z[i, y]
 
 
 @njit(cache=True, inline="always")
-def _narrow_image(w1x, label, scale, b1p, W2T, W2p, b2p, inv_m, h, o, r, dw2):
-    """One image of :func:`_narrow_net_tiles`, from ``W1 x`` (its unscaled pixels times ``W1``, a
-    :class:`~mnistnn.simd.Vec16`) to ``dH``; adds ``H_hat dO^T`` to ``dw2`` ``(n_h, 16)``.
+def _narrow_head(h_hat, label, W2T, W2p, b2p, inv_m, h, o, r, dw2):
+    """One image of :func:`_narrow_net_tiles`, from its hidden activations ``H_hat`` (a
+    :class:`~mnistnn.simd.Vec16`, lanes ``n_h..15`` zero) to ``dH``; adds ``H_hat dO^T`` to
+    ``dw2`` ``(n_h, 16)``.
 
-    ``b1p`` ``(1, 16)``: ``b1`` padded with zeros; ``b2p``: ``b2`` padded with ``-inf`` (so the
-    padding lanes of ``O`` are ``-inf``, whose ``exp`` is 0).  Row ``r`` of the scratch arrays
-    ``h`` and ``o`` ``(GROUP, 16)`` is this image's.  Returns ``(dH, dO, sum(exp(O - max O)),
-    O[label] - max O, argmax O == label)``.
+    ``b2p`` ``(1, 16)``: ``b2`` padded with ``-inf`` (so the padding lanes of ``O`` are ``-inf``,
+    whose ``exp`` is 0).  Row ``r`` of the scratch arrays ``h`` and ``o`` ``(GROUP, 16)`` is this
+    image's.  Returns ``(dH, dO, sum(exp(O - max O)), O[label] - max O, argmax O == label)``.
     """
-    h_hat = vrelu(_first_layer(w1x, scale, b1p))  # ReLU(W1 x / 255 + b1)                (n_h,)
     vstore(h, r, 0, h_hat)
     out = vadd(_row_times(h, r, W2T), vload(b2p, 0, 0))  # O = W2 H_hat + b2              (K,)
     e, total, omax, arg = _softmax_parts(out)
@@ -678,7 +696,7 @@ def _narrow_image(w1x, label, scale, b1p, W2T, W2p, b2p, inv_m, h, o, r, dw2):
     return d_h, d_o, total, vlane(out, label) - omax, arg == label
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(parallel=True, cache=True)
 def _narrow_net_tiles(
     pixels, rows, y, scale, W1T, b1p, W2T, W2p, b2p, inv_m, losses, correct, parts
 ):
@@ -691,7 +709,8 @@ def _narrow_net_tiles(
     path), so both give the same numbers, bit for bit (tested).
 
     ``W1T`` ``(n_in, 16)`` and ``W2T`` ``(n_h, 16)``: ``W.T`` padded with zero columns; ``W2p``
-    ``(K, 16)``: ``W2`` padded; ``b1p``, ``b2p`` as in :func:`_narrow_image`.  Tile ``t`` of the
+    ``(K, 16)``: ``W2`` padded; ``b1p`` ``(1, 16)``: ``b1`` padded with zeros, ``b2p`` as in
+    :func:`_narrow_head`.  Tile ``t`` of the
     ``parts[0].shape[0]`` sample tiles sets ``parts[0][t]`` ``(n_in, 16)`` to ``X^T dH`` (unscaled
     pixels), ``parts[1][t]`` ``(n_h, 16)`` to ``H_hat^T dO`` and ``parts[2][t]`` ``(2, 16)`` to
     the sums of ``dH`` and ``dO``, over its images; ``losses``, ``correct`` as in
@@ -719,8 +738,9 @@ def _narrow_net_tiles(
             for r in range(n):  # the images' chains of small steps, one after another
                 i = first + r
                 label = y[rows[i]]
-                dh, do, totals[i], losses[i], correct[i] = _narrow_image(
-                    vload(w1x, r, 0), label, scale, b1p, W2T, W2p, b2p, inv_m, h, o, r, dw2
+                h_hat = vrelu(_first_layer(vload(w1x, r, 0), scale, b1p))  # ReLU(W1 x/255 + b1)
+                dh, do, totals[i], losses[i], correct[i] = _narrow_head(
+                    h_hat, label, W2T, W2p, b2p, inv_m, h, o, r, dw2
                 )
                 sum_dh, sum_do = vadd(sum_dh, dh), vadd(sum_do, do)
                 vstore(d_h, r, 0, dh)
@@ -734,13 +754,13 @@ def _narrow_net_tiles(
             losses[i] = np.log(totals[i]) - losses[i]  # logsumexp(O) - O[y]
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _dense_grad_tiles(dZ, A, rows, scale, partial):
-    """Tile ``t`` of the ``partial.shape[0]`` sample tiles sets ``partial[t]`` ``(n_out, n_in)``
-    to ``scale * dZ[tile]^T A[rows[tile]]``.
+@njit(parallel=True, cache=True)
+def _dense_grad_tiles(dZ, A, partial):
+    """A later layer of more than 16 units: tile ``t`` of the ``partial.shape[0]`` sample tiles
+    sets ``partial[t]`` ``(n_out, n_in)`` to ``dZ[tile]^T A[tile]``.
 
-    It converts four samples at a time once and adds them to two units' rows at a time: six loads
-    per eight multiply-adds.
+    Four samples at a time are added to two units' rows at a time: six loads per eight
+    multiply-adds.
     """
     m, n_out = dZ.shape
     n_tiles, n_in = partial.shape[0], partial.shape[2]
@@ -751,18 +771,17 @@ def _dense_grad_tiles(dZ, A, rows, scale, partial):
             for k in range(n_in):
                 acc[j, k] = zero
         x = np.empty((4, n_in), partial.dtype)
-        g = np.zeros((n_out + 1, 4), partial.dtype)  # scaled deltas; row n_out stays zero
+        g = np.zeros((n_out + 1, 4), partial.dtype)  # the deltas; row n_out stays zero
         spare = np.zeros(n_in, partial.dtype)  # the last unit's partner when n_out is odd
         lo = t * m // n_tiles
         hi = (t + 1) * m // n_tiles
         for i0 in range(lo, hi, 4):
             nb = min(4, hi - i0)
             for r in range(4):
-                src = rows[i0 + min(r, nb - 1)]
                 for k in range(n_in):
-                    x[r, k] = A[src, k]
+                    x[r, k] = A[i0 + min(r, nb - 1), k]
                 for j in range(n_out):
-                    g[j, r] = dZ[i0 + r, j] * scale if r < nb else zero
+                    g[j, r] = dZ[i0 + r, j] if r < nb else zero
             for j in range(0, n_out, 2):
                 u = min(j + 1, n_out)
                 active = False
@@ -780,7 +799,7 @@ def _dense_grad_tiles(dZ, A, rows, scale, partial):
                     c[k] = fma(h3, x3, fma(h2, x2, fma(h1, x1, fma(h0, x0, c[k]))))
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(parallel=True, cache=True)
 def _reduce_tiles(partial, transposed, scale, dW):
     """``dW = scale * (partial[0] + partial[1] + ...)`` ``(n_out, n_in)``, added in tile order so
     the result is the same for any thread count; ``transposed``: the partials are
@@ -798,7 +817,7 @@ def _reduce_tiles(partial, transposed, scale, dW):
                 dW[r, c] = s * scale
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(parallel=True, cache=True)
 def _bias_grad(dZ, db):
     """``db = sum_i dZ[i]`` ``(n_out,)``: a partial sum per sample tile (:func:`grad_tiles`, rows
     read in order, all units at once), then the partials added in tile order."""
@@ -817,7 +836,7 @@ def _bias_grad(dZ, db):
         db[j] = s
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(parallel=True, cache=True)
 def _dense_backprop(dZ, W, A_prev):
     """Overwrite ``A_prev`` ``(m, n_in)`` with ``dZ_prev = (dZ W) * [A_prev > 0]``.
 
@@ -827,7 +846,7 @@ def _dense_backprop(dZ, W, A_prev):
     m, n_out = dZ.shape
     n_in = W.shape[1]
     zero = W.dtype.type(0)
-    Wp = _padded(W, _block_width(n_in))
+    Wp = _padded(W, _block_width(n_in), 0.0)
     width = Wp.shape[1]
     for t in prange((m + TILE - 1) // TILE):
         row = np.empty((1, width), W.dtype)
@@ -841,62 +860,52 @@ def _dense_backprop(dZ, W, A_prev):
                         s1 = vfma(g, vload(Wp, j, k + LANES), s1)
                         s2 = vfma(g, vload(Wp, j, k + 2 * LANES), s2)
                         s3 = vfma(g, vload(Wp, j, k + 3 * LANES), s3)
-                for u, s in enumerate((s0, s1, s2, s3)):
-                    vstore(row, 0, k + u * LANES, s)
+                _store_block(row, 0, k, s0, s1, s2, s3)
             for k in range(n_in):
                 A_prev[i, k] = row[0, k] if A_prev[i, k] > zero else zero
 
 
-@njit(cache=True)
-def forward(theta, off, sizes, X, pixels, rows, buf):
-    """Forward pass of images ``X[rows]``; returns the logits view ``(m, n_L)`` of ``buf``.
+def is_narrow(sizes) -> bool:
+    """Whether a network of layer sizes ``sizes`` is trained in one pass over the images
+    (:func:`narrow_backward`): one hidden layer, it and the output of at most 16 units."""
+    return len(sizes) == 3 and max(int(sizes[1]), int(sizes[2])) <= LANES
 
-    ``X`` ``(N, n_0)`` raw pixels; ``pixels`` their :func:`sparse_pixels` form when
-    :func:`uses_sparse_pixels` says so for this network, else ``None``; ``rows`` ``(m,)`` int64;
-    ``buf`` a float work buffer of at least ``m * sum(sizes[1:])`` elements.  Hidden activations
-    stay in ``buf`` for :func:`backward`.
+
+@njit(cache=True)
+def forward(theta, off, sizes, pixels, rows, buf):
+    """Forward pass of images ``rows``; returns the logits view ``(m, n_L)`` of ``buf``.
+
+    ``pixels`` the images' :func:`sparse_pixels`; ``rows`` ``(m,)`` int64; ``buf`` a float work
+    buffer of at least ``m * sum(sizes[1:])`` elements.  Hidden activations stay in ``buf`` for
+    :func:`layered_backward`.
     """
     m = rows.shape[0]
     L = sizes.shape[0] - 1
-    identity = np.arange(m)
     scale = theta.dtype.type(PIXEL_SCALE)
     W, b = _wb(theta, off, sizes, 1)
     Z = _act(buf, sizes, 1, m)
-    if pixels is None:
-        _dense_forward(X, rows, scale, W, b, L > 1, Z)
-    elif W.shape[0] <= LANES:
-        _narrow_forward(pixels, rows, scale, _transposed(W, LANES), b, L > 1, Z)
-    else:
-        _sparse_forward(pixels, rows, scale, _transposed(W, _block_width(W.shape[0])), b, L > 1, Z)
+    _sparse_forward(pixels, rows, scale, _transposed(W, _block_width(W.shape[0])), b, L > 1, Z)
     for layer in range(2, L + 1):
         W, b = _wb(theta, off, sizes, layer)
         A = Z
         Z = _act(buf, sizes, layer, m)
-        if W.shape[0] <= LANES:
-            _narrow_dense_forward(A, _transposed(W, LANES), b, layer < L, Z)
-        else:
-            _dense_forward(A, identity, theta.dtype.type(1.0), W, b, layer < L, Z)
+        _dense_forward(A, _transposed(W, _block_width(W.shape[0])), b, layer < L, Z)
     return Z
 
 
 @njit(cache=True)
-def backward(theta, off, sizes, X, pixels, y, rows, buf, grad, losses, correct, one_pass=True):
-    """Forward and backward pass on images ``X[rows]``: fills ``grad`` (laid out as ``theta``)
-    with the gradient of the mean cross-entropy, ``losses`` ``(m,)`` and ``correct`` ``(m,)``.
+def layered_backward(theta, off, sizes, pixels, y, rows, buf, grad, losses, correct):
+    """The gradients of the mean cross-entropy on images ``rows``, one layer at a time, for any
+    layer sizes: :func:`forward`, the softmax
+    and its ``dZ``, then each layer's gradients and the ``dZ`` of the layer below.
 
-    Returns the mean loss.  ``buf`` (:func:`work_size` floats) is destroyed: activations are
-    overwritten by their deltas, and the rest holds the partial weight gradients.  A network
-    ``n_in -> (<= 16) -> (<= 16)`` on the nonzero pixels takes one pass per image
-    (:func:`_narrow_net_backward`) unless ``one_pass`` is False (the tests compare both ways).
+    ``buf`` (:func:`work_size` floats) is destroyed: activations are overwritten by their deltas,
+    and the rest holds the partial weight gradients.
     """
     m = rows.shape[0]
     L = sizes.shape[0] - 1
-    if one_pass and pixels is not None and L == 2 and max(sizes[1], sizes[2]) <= LANES:
-        _narrow_net_backward(theta, off, sizes, pixels, y, rows, buf, grad, losses, correct)
-        return _mean(losses)
-    identity = np.arange(m)
     one = theta.dtype.type(1.0)
-    dZ = forward(theta, off, sizes, X, pixels, rows, buf)
+    dZ = forward(theta, off, sizes, pixels, rows, buf)
     _softmax_xent(dZ, y, rows, theta.dtype.type(1.0 / m), losses, correct)
     tiles = _aligned(buf[_act_size(sizes, m) :])  # the partial weight gradients of the tiles
     n_tiles = grad_tiles(m)
@@ -904,35 +913,18 @@ def backward(theta, off, sizes, X, pixels, y, rows, buf, grad, losses, correct, 
         dW, db = _wb(grad, off, sizes, layer)
         _bias_grad(dZ, db)
         A_prev = _act(buf, sizes, layer - 1, m)
-        if dW.shape[0] <= LANES:  # partials transposed and padded
-            partial = _partials(tiles, n_tiles, dW.shape[1], LANES)
-            _narrow_dense_grad_tiles(dZ, A_prev, partial)
-            _reduce_tiles(partial, True, one, dW)
-        else:
-            partial = _partials(tiles, n_tiles, dW.shape[0], dW.shape[1])
-            _dense_grad_tiles(dZ, A_prev, identity, one, partial)
-            _reduce_tiles(partial, False, one, dW)
-        W, _ = _wb(theta, off, sizes, layer)
-        if W.shape[1] <= LANES:
-            _narrow_backprop(dZ, _padded(W, LANES), A_prev)
-        else:
-            _dense_backprop(dZ, W, A_prev)
-        dZ = A_prev
-    dW, db = _wb(grad, off, sizes, 1)  # dW_1 = dZ_1^T X / 255, from the raw pixels
-    _bias_grad(dZ, db)
-    scale = theta.dtype.type(PIXEL_SCALE)
-    if pixels is None:
         partial = _partials(tiles, n_tiles, dW.shape[0], dW.shape[1])
-        _dense_grad_tiles(dZ, X, rows, scale, partial)
+        _dense_grad_tiles(dZ, A_prev, partial)
         _reduce_tiles(partial, False, one, dW)
-    elif dW.shape[0] <= LANES:  # the nonzero pixels only; partials transposed and padded
-        partial = _partials(tiles, n_tiles, dW.shape[1], LANES)
-        _narrow_grad_tiles(dZ, pixels, rows, partial)
-        _reduce_tiles(partial, True, scale, dW)
-    else:  # the nonzero pixels only; the partials are stored transposed
-        partial = _partials(tiles, n_tiles, dW.shape[1], _block_width(dW.shape[0]))
-        _sparse_grad_tiles(dZ, pixels, rows, partial)
-        _reduce_tiles(partial, True, scale, dW)
+        _dense_backprop(dZ, _wb(theta, off, sizes, layer)[0], A_prev)
+        dZ = A_prev
+    dW, db = _wb(grad, off, sizes, 1)  # dW_1 = dZ_1^T X / 255, from the nonzero pixels
+    _bias_grad(dZ, db)
+    partial = _partials(tiles, n_tiles, dW.shape[1], _block_width(dW.shape[0]))  # transposed
+    parts = chunks(m, n_tiles, TILE)
+    columns = pixel_columns(pixels, rows, parts[0], dW.shape[1], dW.dtype)
+    _sparse_grad_tiles(dZ, columns, parts, partial)
+    _reduce_tiles(partial, True, theta.dtype.type(PIXEL_SCALE), dW)
     return _mean(losses)
 
 
@@ -946,10 +938,11 @@ def _mean(losses):
 
 
 @njit(cache=True)
-def _narrow_net_backward(theta, off, sizes, pixels, y, rows, buf, grad, losses, correct):
-    """:func:`backward` of a network ``n_in -> n_h -> K`` with ``n_h, K <= 16`` on the nonzero
-    pixels, all in one pass over the images (:func:`_narrow_net_tiles`), then the tiles' partial
-    gradients added in tile order."""
+def narrow_backward(theta, off, sizes, pixels, y, rows, buf, grad, losses, correct):
+    """The gradients of a network ``n_in -> n_h -> K`` with ``n_h, K <= 16`` (see
+    :func:`is_narrow`), as :func:`layered_backward`'s, bit for bit, but in one pass over the
+    images (:func:`_narrow_net_tiles`), then the tiles' partial gradients added in tile order.
+    Returns the mean loss."""
     m = rows.shape[0]
     n_tiles = grad_tiles(m)
     one, scale = theta.dtype.type(1.0), theta.dtype.type(PIXEL_SCALE)
@@ -961,8 +954,8 @@ def _narrow_net_backward(theta, off, sizes, pixels, y, rows, buf, grad, losses, 
         np.empty((n_tiles, W2.shape[1], LANES), theta.dtype),  # H_hat^T dO per tile
         np.empty((n_tiles, 2, LANES), theta.dtype),  # sums of dH and dO per tile
     )
-    W1T, W2T, W2p = _transposed(W1, LANES), _transposed(W2, LANES), _padded(W2, LANES)
-    b1p = _padded_bias(b1)
+    W1T, W2T, W2p = _transposed(W1, LANES), _transposed(W2, LANES), _padded(W2, LANES, 0.0)
+    b1p = _padded_bias(b1, 0.0)
     b2p = _padded_bias(b2, -np.inf)  # exp(-inf) = 0: no padding class
     inv_m = theta.dtype.type(1.0 / m)
     _narrow_net_tiles(
@@ -976,11 +969,13 @@ def _narrow_net_backward(theta, off, sizes, pixels, y, rows, buf, grad, losses, 
             for t in range(1, n_tiles):
                 s += parts[2][t, layer, j]
             db[j] = s
+    return _mean(losses)
 
 
 @njit(parallel=True, cache=True)
-def _update(theta, grad, velocity, alpha, momentum):
-    """SGD with momentum: ``v = momentum * v - alpha * g``, ``theta += v`` (plain GD if 0).
+def update(theta, grad, velocity, alpha, momentum):
+    """SGD with momentum: ``v = momentum * v - alpha * g``, ``theta += v`` (plain GD if 0): the
+    write-up's ``W = W - alpha dW``.
 
     Returns False, changing nothing, if the step would make any parameter non-finite.
     """
@@ -996,42 +991,10 @@ def _update(theta, grad, velocity, alpha, momentum):
 
 
 @njit(cache=True)
-def full_batch_step(
-    theta,
-    off,
-    sizes,
-    X,
-    pixels,
-    y,
-    rows,
-    buf,
-    grad,
-    velocity,
-    alpha,
-    momentum,
-    losses,
-    correct,
-):
-    """One iteration of full-batch gradient descent (the write-up's ``W = W - alpha dW``).
-
-    Returns ``(mean loss, accuracy, updated)``, loss and accuracy of the parameters *before* the
-    update.  If the loss or the updated parameters would not be finite, the parameters are left
-    untouched and ``updated`` is False, so the caller can stop with a clear error.
-    """
-    loss = backward(theta, off, sizes, X, pixels, y, rows, buf, grad, losses, correct)
-    hits = 0
-    for i in range(rows.shape[0]):
-        hits += correct[i]
-    updated = np.isfinite(loss) and _update(theta, grad, velocity, alpha, momentum)
-    return loss, hits / rows.shape[0], updated
-
-
-@njit(cache=True)
 def train_epoch(
     theta,
     off,
     sizes,
-    X,
     pixels,
     y,
     order,
@@ -1052,14 +1015,16 @@ def train_epoch(
     and the loss is that batch's.
     """
     n = order.shape[0]
+    narrow = sizes.shape[0] == 3 and max(sizes[1], sizes[2]) <= LANES  # is_narrow(sizes)
     total_loss = 0.0
     hits = 0
     done = 0
     for start in range(0, n, batch_size):
         rows = order[start : min(n, start + batch_size)]
         m = rows.shape[0]
-        loss = backward(theta, off, sizes, X, pixels, y, rows, buf, grad, losses[:m], correct[:m])
-        if not (np.isfinite(loss) and _update(theta, grad, velocity, alpha, momentum)):
+        args = (theta, off, sizes, pixels, y, rows, buf, grad, losses[:m], correct[:m])
+        loss = narrow_backward(*args) if narrow else layered_backward(*args)
+        if not (np.isfinite(loss) and update(theta, grad, velocity, alpha, momentum)):
             return loss, 0.0, done
         total_loss += loss * m
         for i in range(m):
@@ -1068,25 +1033,226 @@ def train_epoch(
     return total_loss / n, hits / n, done
 
 
-@njit(cache=True)
-def predict_proba(theta, off, sizes, X, pixels, rows, buf):
+def predict_proba(theta, off, sizes, pixels, rows, buf):
     """Softmax probabilities ``(m, n_L)`` of images ``rows``: a view of ``buf``, valid until
     ``buf`` is used again."""
-    Z = forward(theta, off, sizes, X, pixels, rows, buf)
+    Z = forward(theta, off, sizes, pixels, rows, buf)
     unused = np.empty(0, theta.dtype)  # no labels: no losses, no hits
-    _softmax_xent(Z, np.empty(0, np.int64), rows, theta.dtype.type(1.0), unused, unused == 0)
+    _softmax_xent(Z, NO_LABELS, rows, theta.dtype.type(1.0), unused, unused == 0)
     return Z
 
 
-@njit(cache=True)
-def evaluate(theta, off, sizes, X, pixels, y, rows, buf, losses, correct):
-    """Mean cross-entropy and accuracy on images ``rows`` without computing gradients."""
-    Z = forward(theta, off, sizes, X, pixels, rows, buf)
+def evaluate(theta, off, sizes, pixels, y, rows, buf, losses, correct) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy on images ``rows`` without computing gradients;
+    ``losses`` and ``correct`` ``(m,)`` get them image by image."""
+    Z = forward(theta, off, sizes, pixels, rows, buf)
     m = rows.shape[0]
     _softmax_xent(Z, y, rows, theta.dtype.type(1.0 / m), losses, correct)
-    total = 0.0
-    hits = 0
-    for i in range(m):
-        total += losses[i]
-        hits += correct[i]
-    return total / m, hits / m
+    return _mean(losses), np.count_nonzero(correct) / m
+
+
+NO_LABELS = np.empty(0, np.int64)
+
+
+# ---------------------------------------------------------------- narrow networks, one pass
+
+@njit(cache=True)
+def _image_forward(pixels, image, WT, scale, bp, Z, r):
+    """``Z[r] = ReLU(W x / 255 + b)`` ``(width,)`` for image ``image`` (its nonzero ``pixels``),
+    ``WT`` ``(n_in, width)``, ``bp`` ``(1, width)``, ``width`` whole blocks of 64: 64 units at a
+    time (:func:`_pixels_times_block`)."""
+    for j in range(0, WT.shape[1], BLOCK):
+        s = _pixels_times_block(pixels, image, WT, j)
+        for u in range(4):
+            vstore(Z, r, j + u * LANES, vrelu(_first_layer(s[u], scale, bp, j + u * LANES)))
+
+
+@njit(cache=True)
+def _transpose(A, r0, n, c0, n_cols, B):
+    """``B[:n_cols, :n] = A[r0:r0 + n, c0:c0 + n_cols].T``, and ``B[:n_cols, n:]`` zero."""
+    zero = B.dtype.type(0)
+    for k in range(n_cols):
+        for r in range(n):
+            B[k, r] = A[r0 + r, c0 + k]
+        for r in range(n, B.shape[1]):
+            B[k, r] = zero
+
+
+@njit(cache=True)
+def _heads(H, n, W2, b2, labels, inv_m, S, D):
+    """One network's steps from ``H_hat`` to ``dH`` for ``n`` images at once, 16 images to a
+    :class:`~mnistnn.simd.Vec16` (lane ``r`` of every vector is image ``r``): the same arithmetic,
+    entry by entry, as one image at a time in :func:`_narrow_head`.
+
+    ``H`` ``(16, TILE)``: row ``u`` the images' hidden unit ``u``; ``W2`` ``(K, n_h)``, ``b2``
+    ``(K,)``; ``labels`` ``(1, TILE)`` as floats.  Fills ``D`` ``(16, TILE)`` with ``dO`` (rows
+    ``0..K-1``), ``S`` ``(56, TILE)`` with ``dH`` (rows ``0..n_h-1``), ``sum(exp(O - max O))`` (row
+    48), ``O[label] - max O`` (row 49) and ``argmax O`` (row 50); rows 16..47 are scratch.
+    """
+    K, n_h = W2.shape
+    dt = W2.dtype.type
+    for c0 in range(0, n, LANES):
+        lab = vload(labels, 0, c0)
+        for c in range(K):  # O = W2 H_hat + b2                                        (K,)
+            o = vzeros(S)
+            for u in range(n_h):
+                o = vfma(W2[c, u], vload(H, u, c0), o)
+            vstore(S, 16 + c, c0, vadd(o, vsplat(b2[c])))
+        omax = vload(S, 16, c0)
+        for c in range(1, K):
+            omax = vmaxnum(omax, vload(S, 16 + c, c0))
+        arg, o_label = vsplat(dt(LANES)), vzeros(S)
+        for c in range(K - 1, -1, -1):  # the first class with the largest logit; O[label]
+            o = vload(S, 16 + c, c0)
+            arg = vwhere(o, omax, vsplat(dt(c)), arg)
+            o_label = vwhere(lab, vsplat(dt(c)), o, o_label)
+        vstore(S, 49, c0, vsub(o_label, omax))
+        vstore(S, 50, c0, arg)
+        for c in range(LANES):  # exp(O - max O), then its sum in vsum's order
+            e = vexp(vsub(vload(S, 16 + c, c0), omax)) if c < K else vzeros(S)
+            vstore(S, 32 + c, c0, e)
+            vstore(S, 16 + c, c0, e)
+        half = LANES // 2
+        while half:
+            for c in range(half):
+                vstore(S, 32 + c, c0, vadd(vload(S, 32 + c, c0), vload(S, 32 + c + half, c0)))
+            half //= 2
+        total = vload(S, 32, c0)
+        vstore(S, 48, c0, total)
+        scale = vdiv(vsplat(inv_m), total)
+        for c in range(K):  # dO = (softmax(O) - onehot(y)) / m                          (K,)
+            d = vtimes(scale, vload(S, 16 + c, c0))
+            vstore(D, c, c0, vwhere(lab, vsplat(dt(c)), vsub(d, vsplat(inv_m)), d))
+        for u in range(n_h):  # dH = (W2^T dO) * ReLU'(H)                               (n_h,)
+            s = vzeros(S)
+            for c in range(K):
+                s = vfma(W2[c, u], vload(D, c, c0), s)
+            vstore(S, u, c0, vgate(vload(H, u, c0), s))
+
+
+@njit(parallel=True, cache=True)
+def _narrow_nets_tiles(
+    pixels, columns, chunks, rows, y, scale, W1T, b1p, n_h, W2, b2, inv_m, losses, correct, parts
+):
+    """The whole forward and backward pass of ``G`` networks ``n_in -> n_h (ReLU) -> K
+    (softmax)``, ``n_h, K <= 16`` (the write-up's 784 -> 10 -> 10), on the same images, in one
+    pass over them: a chunk of up to ``CHUNK`` images at a time (:func:`chunks`) goes forward and
+    backward through every network while its activations and deltas stay in the cache.  A
+    network gets the same bits whatever ``G`` is (tested): only the pixels are read once for
+    all the networks.
+
+    Their first layers side by side are one layer of ``G * n_h`` units: ``W1T`` ``(n_in,
+    width)`` holds network ``q``'s ``W1.T`` in columns ``q * n_h ...`` (zero beyond ``G * n_h``;
+    ``width`` 16 or whole blocks of 64), ``b1p`` ``(1, width)`` its biases; an image goes through it
+    in :func:`_image_forward`.  Then each network takes the chunk's steps
+    to ``dH`` 16 images at a time (:func:`_heads`, with ``W2[q]`` ``(K, n_h)``, ``b2[q]``), and
+    ``dH`` is added to ``X^T dH`` image by image (one network of up to 16 units), or one pixel
+    row at a time over ``columns`` (:func:`pixel_columns`, several networks).
+
+    Tile ``t`` sets ``parts[0][t]`` ``(n_in, width)`` to ``X^T dH`` (unscaled pixels),
+    ``parts[1][q, t]`` ``(n_h, 16)`` to network ``q``'s ``H_hat^T dO``, ``parts[2][t, 0]`` to the
+    sum of ``dH`` ``(width,)`` and ``parts[2][t, 1 + q, :16]`` to network ``q``'s sum of ``dO``;
+    ``losses``, ``correct`` ``(G, m)`` as :func:`_softmax_xent`'s, per network.
+    """
+    chunk_first, tile_chunk = chunks
+    p1, p2, pb = parts
+    n_tiles, n_in, width = p1.shape
+    G = losses.shape[0]
+    K = W2.shape[1]
+    dt = W1T.dtype
+    for t in prange(n_tiles):
+        acc, sums = p1[t], pb[t]
+        for r in range(G + 1):
+            for j in range(0, width, LANES):
+                vstore(sums, r, j, vzeros(W1T))
+        for q in range(G):
+            for k in range(n_h):
+                vstore(p2[q, t], k, 0, vzeros(W1T))
+        Z = np.empty((CHUNK, width), dt)  # the chunk's H_hat
+        g = np.zeros((CHUNK, width), dt)  # the chunk's dH
+        H, D = np.empty((LANES, TILE), dt), np.empty((LANES, TILE), dt)
+        S = np.empty((56, TILE), dt)
+        d_o = np.zeros((TILE, LANES), dt)  # dO image by image
+        labels = np.empty((1, TILE), dt)
+        for c in range(tile_chunk[t], tile_chunk[t + 1]):
+            first, n = chunk_first[c], chunk_first[c + 1] - chunk_first[c]
+            for r in range(n):  # H_hat = ReLU(W1 x / 255 + b1)
+                _image_forward(pixels, rows[first + r], W1T, scale, b1p, Z, r)
+            for r0 in range(0, n, TILE):  # each network's steps to dH, 64 images at a time
+                nr = min(TILE, n - r0)
+                for r in range(nr):
+                    labels[0, r] = y[rows[first + r0 + r]]
+                for q in range(G):
+                    _transpose(Z, r0, nr, q * n_h, n_h, H)
+                    _heads(H, nr, W2[q], b2[q], labels, inv_m, S, D)
+                    for r in range(nr):
+                        i = first + r0 + r
+                        losses[q, i] = np.log(S[48, r]) - S[49, r]  # logsumexp(O) - O[y]
+                        correct[q, i] = S[50, r] == labels[0, r]
+                        for u in range(n_h):
+                            g[r0 + r, q * n_h + u] = S[u, r]
+                        for k in range(K):
+                            d_o[r, k] = D[k, r]
+                    dw2 = p2[q, t]
+                    for r in range(nr):  # dW2 += H_hat dO^T; the sum of dO
+                        do = vload(d_o, r, 0)
+                        for k in range(n_h):
+                            vstore(dw2, k, 0, vfma(H[k, r], do, vload(dw2, k, 0)))
+                        vstore(sums, 1 + q, 0, vadd(vload(sums, 1 + q, 0), do))
+            for r in range(n):
+                for j in range(0, width, LANES):
+                    vstore(sums, 0, j, vadd(vload(sums, 0, j), vload(g, r, j)))
+            _add_chunk_terms(acc, g, columns, c, c == tile_chunk[t])  # dW1 += X^T dH
+
+
+@njit(cache=True)
+def narrow_nets_backward(
+    thetas, off, sizes, pixels, columns, chunks, y, rows, grads, losses, correct
+):
+    """:func:`backward` of ``G`` networks ``n_in -> n_h -> K`` (``n_h, K <= 16``) with the same
+    layer sizes on the same images ``rows``, in one pass (:func:`_narrow_nets_tiles`).
+
+    ``thetas`` and ``grads`` ``(G, n_params)``, ``losses`` and ``correct`` ``(G, m)``;
+    ``pixels`` the images' :func:`sparse_pixels`, ``columns`` their :func:`pixel_columns` in the
+    :func:`chunks` of ``grad_tiles(m)`` tiles (not read if ``G * n_h <= 16``).  Network ``q``
+    gets the same bits in ``grads[q]``, ``losses[q]`` and ``correct[q]`` whatever ``G`` is.
+    Returns the mean losses ``(G,)``.
+    """
+    G, m = losses.shape
+    n_in, n_h, K = sizes[0], sizes[1], sizes[2]
+    n_tiles = grad_tiles(m)
+    dtype = thetas.dtype
+    one, scale = dtype.type(1.0), dtype.type(PIXEL_SCALE)
+    width = _block_width(G * n_h)
+    W1T = _aligned_zeros(n_in, width, dtype)
+    b1p = np.zeros((1, width), dtype)
+    W2 = np.empty((G, K, n_h), dtype)
+    b2 = np.empty((G, K), dtype)
+    for q in range(G):
+        (W1, b1), (W2q, b2q) = _wb(thetas[q], off, sizes, 1), _wb(thetas[q], off, sizes, 2)
+        W1T[:, q * n_h : (q + 1) * n_h] = W1.T
+        b1p[0, q * n_h : (q + 1) * n_h] = b1
+        W2[q] = W2q
+        b2[q] = b2q
+    parts = (
+        _aligned_zeros(n_tiles * n_in, width, dtype).reshape((n_tiles, n_in, width)),
+        np.empty((G, n_tiles, n_h, LANES), dtype),
+        np.empty((n_tiles, G + 1, width), dtype),
+    )
+    _narrow_nets_tiles(
+        pixels, columns, chunks, rows, y, scale, W1T, b1p, n_h, W2, b2, dtype.type(1.0 / m),
+        losses, correct, parts,
+    )
+    means = np.empty(G)
+    for q in range(G):
+        (dW1, db1), (dW2, db2) = _wb(grads[q], off, sizes, 1), _wb(grads[q], off, sizes, 2)
+        _reduce_tiles(parts[0][:, :, q * n_h : (q + 1) * n_h], True, scale, dW1)
+        _reduce_tiles(parts[1][q], True, one, dW2)
+        for db, row, start in ((db1, 0, q * n_h), (db2, 1 + q, 0)):
+            for j in range(db.shape[0]):
+                s = parts[2][0, row, start + j]
+                for t in range(1, n_tiles):
+                    s += parts[2][t, row, start + j]
+                db[j] = s
+        means[q] = _mean(losses[q])
+    return means

@@ -14,13 +14,15 @@ or ``(N, 28, 28)``, in 0..255: the kernels divide by 255, as the write-up does.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
 import math
 import os
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from os import PathLike
 from typing import Any
 
@@ -32,6 +34,7 @@ from .datasets import progress_enabled
 from .modelfile import ModelFormatError, load_model, save_model
 
 __all__ = [
+    "fit_many",
     "NNetworkExtended",
     "NNetworkMinimal",
     "PixelScaleWarning",
@@ -41,6 +44,51 @@ __all__ = [
 
 PREDICT_CHUNK = 8192  # samples per forward pass in predict/score: bounds the work buffer
 DIVERGENCE_SAMPLE = 1024  # at most this many images measure the loss before mini-batch training
+
+
+COMPILING = (
+    "mnistnn: compiling the kernels for this machine (once; later runs load them from Numba's "
+    "cache) ..."
+)
+
+
+_announced = False  # whether this process said COMPILING already
+
+
+@contextlib.contextmanager
+def _compile_notice(show: bool) -> Iterator[None]:
+    """Within it, with ``show``, the first compilation of the kernels in this process is
+    announced on standard error (:data:`COMPILING`): a fresh machine's first ``fit`` otherwise
+    waits several seconds with nothing on screen."""
+    if _announced or not show:
+        yield
+        return
+    from numba.core import event
+
+    class Notice(event.Listener):
+        def on_start(self, ev: Any) -> None:
+            global _announced
+            if not _announced:
+                _announced = True
+                print(COMPILING, file=sys.stderr, flush=True)
+
+        def on_end(self, ev: Any) -> None:
+            pass
+
+    with event.install_listener("numba:compile", Notice()):
+        yield
+
+
+def _announces_compiling(method):
+    """An estimator method that announces a compilation of the kernels (see
+    :func:`_compile_notice`) when its progress output is on."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args: Any, **kwargs: Any) -> Any:
+        with _compile_notice(self._show()):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class TrainingDivergedError(RuntimeError):
@@ -260,12 +308,19 @@ class NNetworkExtended:
         gradients if ``gradients``)."""
         return np.empty(kernels.work_size(self._sizes, m, gradients), dtype=self.dtype)
 
-    def _inputs(self, X: np.ndarray) -> tuple[np.ndarray, tuple | None]:
-        """``(X, pixels)`` for the kernels: the nonzero pixels are listed once, where the first
-        layer works on them (:func:`mnistnn.kernels.uses_sparse_pixels`)."""
-        skip_zeros = kernels.uses_sparse_pixels(self._sizes)
-        return X, kernels.sparse_pixels(X) if skip_zeros else None
+    def _inputs(self, X: np.ndarray) -> tuple:
+        """The images as the kernels read them: their nonzero pixels, listed once
+        (:func:`mnistnn.kernels.sparse_pixels`)."""
+        return kernels.sparse_pixels(X)
 
+    def _backward(self, *args: Any) -> float:
+        """:func:`mnistnn.kernels.backward` by the path this network takes (only its kernels
+        are compiled): one pass per image for a narrow network, else layer by layer."""
+        if kernels.is_narrow(self.layer_sizes):
+            return kernels.narrow_backward(self._theta, self._offsets, self._sizes, *args)
+        return kernels.layered_backward(self._theta, self._offsets, self._sizes, *args)
+
+    @_announces_compiling
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (softmax outputs), shape ``(N, nodes_out)``."""
         X = self._check_X(X)
@@ -275,7 +330,7 @@ class NNetworkExtended:
         for start in range(0, X.shape[0], PREDICT_CHUNK):
             rows = np.arange(start, min(X.shape[0], start + PREDICT_CHUNK))
             out[rows] = kernels.predict_proba(
-                self._theta, self._offsets, self._sizes, *data, rows, buf
+                self._theta, self._offsets, self._sizes, data, rows, buf
             )
         return out
 
@@ -288,6 +343,7 @@ class NNetworkExtended:
         m = min(PREDICT_CHUNK, n)
         return self._buffer(m), np.empty(m, dtype=self.dtype), np.empty(m, dtype=np.bool_)
 
+    @_announces_compiling
     def _evaluate(
         self, data: tuple, y: np.ndarray, rows: np.ndarray, buffers: tuple | None = None
     ) -> tuple[float, float]:
@@ -302,7 +358,7 @@ class NNetworkExtended:
                 self._theta,
                 self._offsets,
                 self._sizes,
-                *data,
+                data,
                 y,
                 chunk,
                 buf,
@@ -323,6 +379,7 @@ class NNetworkExtended:
         X, y = self._check_Xy(X, y)
         return self._evaluate(self._inputs(X), y, np.arange(X.shape[0]))[0]
 
+    @_announces_compiling
     def gradients(self, X: Any, y: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Gradients of :meth:`loss` on the batch ``(X, y)``: ``(weight_grads, bias_grads)``,
         shaped like ``weights`` and ``biases``."""
@@ -331,18 +388,8 @@ class NNetworkExtended:
         grad = np.empty_like(self._theta)
         losses = np.empty(X.shape[0], dtype=self.dtype)
         correct = np.empty(X.shape[0], dtype=np.bool_)
-        kernels.backward(
-            self._theta,
-            self._offsets,
-            self._sizes,
-            *self._inputs(X),
-            y,
-            rows,
-            self._buffer(X.shape[0], gradients=True),
-            grad,
-            losses,
-            correct,
-        )
+        buf = self._buffer(X.shape[0], gradients=True)
+        self._backward(self._inputs(X), y, rows, buf, grad, losses, correct)
         return self._views(grad)
 
     # ------------------------------------------------------------------ training
@@ -356,6 +403,7 @@ class NNetworkExtended:
         n_val = max(1, round(n * self.validation_fraction))
         return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
+    @_announces_compiling
     def fit(self, X: Any, y: Any) -> NNetworkExtended:
         """Train from the current weights: full-batch gradient descent for ``maxiterations``
         iterations if ``batch_size`` is None, else mini-batch SGD for ``epochs`` epochs.
@@ -435,6 +483,16 @@ class NNetworkExtended:
             np.empty(m, dtype=np.bool_),
         )
 
+    def _step(self, data, y, rows, work) -> tuple[float, float, bool]:
+        """One full-batch iteration, the write-up's ``W = W - alpha dW``: ``(loss, accuracy,
+        updated)``, measured before the update; not updated if it would not be finite."""
+        buf, grad, velocity, alpha, momentum, losses, correct = work
+        loss = self._backward(data, y, rows, buf, grad, losses, correct)
+        updated = math.isfinite(loss) and kernels.update(
+            self._theta, grad, velocity, alpha, momentum
+        )
+        return loss, float(np.count_nonzero(correct) / rows.shape[0]), updated
+
     def _fit_full_batch(self, data, y, rows, val) -> None:
         """The write-up's training: every iteration uses every training image."""
         work = self._workspace(rows.shape[0])
@@ -442,9 +500,7 @@ class NNetworkExtended:
         refresh = max(1, self.maxiterations // 100)
         with tqdm(total=self.maxiterations, desc="training", disable=not self._show()) as bar:
             for it in range(start + 1, start + self.maxiterations + 1):
-                loss, acc, updated = kernels.full_batch_step(
-                    self._theta, self._offsets, self._sizes, *data, y, rows, *work
-                )
+                loss, acc, updated = self._step(data, y, rows, work)
                 if not updated:
                     raise self._diverged(f"iteration {it}", loss)
                 self._record("iteration", it, loss, acc, data, y, val)
@@ -463,7 +519,7 @@ class NNetworkExtended:
             for epoch in range(start + 1, start + self.epochs + 1):
                 order = rows[self._rng.permutation(rows.shape[0])]
                 loss, acc, done = kernels.train_epoch(
-                    self._theta, self._offsets, self._sizes, *data, y, order, bs, *work
+                    self._theta, self._offsets, self._sizes, data, y, order, bs, *work
                 )
                 if done < -(-order.shape[0] // bs):
                     raise self._diverged(f"epoch {epoch}, batch {done + 1}", loss)
@@ -568,6 +624,114 @@ class NNetworkMinimal(NNetworkExtended):
             dtype=dtype,
             progress=progress,
         )
+
+
+def fit_many(networks: Sequence[NNetworkExtended], X: Any, y: Any) -> list[NNetworkExtended]:
+    """Fit every network on ``(X, y)`` exactly as its own ``fit(X, y)`` would, bit for bit, with
+    fewer passes over the images; returns them (trained in place).
+
+    Full-batch networks of the same narrow layer sizes (one hidden layer, it and the output of
+    at most 16 units: the write-up's 784 -> 10 -> 10), dtype and training rows (the same
+    validation split) train side by side: each iteration reads the images once for up to
+    ``64 // n_hidden`` of them (:func:`mnistnn.kernels.narrow_nets_backward`).  The others are
+    fitted one after another.  Each network keeps its own settings (``alpha``, ``momentum``,
+    ``maxiterations``, ``init``, ``seed``), ``history`` and ``training_info``, whose
+    ``seconds`` is then the time of the shared run.  A network that diverges stops (its
+    parameters from the last good step) while the others go on; then
+    :class:`TrainingDivergedError` names it at the end.  Seed spreads, the honest way to report
+    a result, are what this is for::
+
+        nets = fit_many([NNetworkMinimal(seed=s) for s in range(5)], X_train, y_train)
+    """
+    groups: dict[tuple, list[NNetworkExtended]] = {}
+    for net in networks:
+        if net.batch_size is None and kernels.is_narrow(net.layer_sizes):
+            split = (net.validation_fraction, net._entropy) if net.validation_fraction else 0
+            key = (net.layer_sizes, net.dtype, split)
+            groups.setdefault(key, []).append(net)
+        else:
+            net.fit(X, y)
+    errors = []
+    for members in groups.values():
+        per_pass = LANE_BLOCK // members[0].layer_sizes[1]
+        for first in range(0, len(members), per_pass):
+            with _compile_notice(members[0]._show()):
+                errors += _fit_side_by_side(members[first : first + per_pass], X, y)
+    if errors:
+        raise TrainingDivergedError("; ".join(errors))
+    return list(networks)
+
+
+LANE_BLOCK = 64  # hidden units that kernels.narrow_nets_backward handles in one block
+
+
+def _fit_side_by_side(nets: list[NNetworkExtended], X: Any, y: Any) -> list[str]:
+    """Full-batch training of networks with the same layer sizes, dtype and split, side by
+    side (see :func:`fit_many`); returns the messages of those that diverged."""
+    lead = nets[0]
+    X, y = lead._check_Xy(X, y)
+    rows, val_rows = lead._split(X.shape[0])
+    if rows.shape[0] == 0:
+        raise ValueError("validation_fraction leaves no training data")
+    started = time.perf_counter()
+    earlier = {id(n): n.training_info.get("seconds", 0.0) if n.history else 0.0 for n in nets}
+    done = {id(n): 0 for n in nets}
+    pixels = lead._inputs(X)
+    m, dtype = rows.shape[0], np.dtype(lead.dtype)
+    chunks = kernels.chunks(m, kernels.grad_tiles(m), kernels.CHUNK)
+    columns = kernels.pixel_columns(pixels, rows, chunks[0], lead.nodes_in, dtype)
+    val = (val_rows, lead._eval_buffers(val_rows.shape[0])) if val_rows.shape[0] else None
+    active, errors, start_loss = list(nets), [], {}
+    total = max(n.maxiterations for n in nets)
+    with tqdm(total=total, desc=f"training {len(nets)}", disable=not lead._show()) as bar:
+        while active:
+            thetas = np.stack([n._theta for n in active])  # (G, n_params), views below
+            velocities = np.stack([n._velocity for n in active])
+            for q, net in enumerate(active):
+                net._theta, net._velocity = thetas[q], velocities[q]
+            grads = np.empty_like(thetas)
+            losses = np.empty((len(active), m), dtype=dtype)
+            correct = np.empty((len(active), m), dtype=np.bool_)
+            settings = [(dtype.type(n.alpha), dtype.type(n.momentum)) for n in active]
+            leaving = []
+            while not leaving:
+                means = kernels.narrow_nets_backward(
+                    thetas, lead._offsets, lead._sizes, pixels, columns, chunks, y, rows,
+                    grads, losses, correct,
+                )
+                for q, net in enumerate(active):
+                    loss, it = float(means[q]), len(net.history.get("iteration", [])) + 1
+                    alpha, momentum = settings[q]
+                    if not (math.isfinite(loss) and kernels.update(
+                        thetas[q], grads[q], velocities[q], alpha, momentum
+                    )):
+                        errors.append(str(net._diverged(f"iteration {it}", loss)))
+                        leaving.append(net)
+                        continue
+                    start_loss.setdefault(id(net), loss)
+                    accuracy = float(np.count_nonzero(correct[q]) / m)
+                    net._record("iteration", it, loss, accuracy, pixels, y, val)
+                    done[id(net)] += 1
+                    if done[id(net)] == net.maxiterations:
+                        leaving.append(net)
+                if max(done.values()) % max(1, total // 100) == 0 or leaving:
+                    bar.update(max(done.values()) - bar.n)
+            for q, net in enumerate(active):  # each network owns its arrays again
+                net._theta, net._velocity = thetas[q].copy(), velocities[q].copy()
+            active = [n for n in active if n not in leaving]
+    seconds = time.perf_counter() - started
+    for net in nets:
+        if net.history.get("loss"):
+            net.training_info = {
+                "samples": int(m),
+                "seconds": round(earlier[id(net)] + seconds, 3),
+                "final_loss": net.history["loss"][-1],
+                "final_train_accuracy": net.history["train_accuracy"][-1],
+                "trained_side_by_side": len(nets),
+            }
+        if id(net) in start_loss:
+            net._warn_if_diverged(start_loss[id(net)])
+    return errors
 
 
 TRAINING_SETTINGS = ("alpha", "maxiterations", "batch_size", "epochs", "momentum", "progress")

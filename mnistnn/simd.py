@@ -1,8 +1,10 @@
 """Explicit fused multiply-adds and a 16-lane float vector for the Numba kernels.
 
-``fma(a, b, c)`` is ``a * b + c`` rounded once.  The kernels fuse multiply-adds only where they
-call it, so every compiled copy of a kernel rounds the same way (LLVM left to itself fused
-differently in a freshly compiled kernel and in its cached copy).
+``fma(a, b, c)`` is ``a * b + c`` rounded once (LLVM's ``fma``, which a CPU without FMA
+instructions computes in software).  The kernels fuse multiply-adds only where they call it and
+give LLVM no fastmath flags, so every compiled copy of a kernel, for any CPU, rounds the same way
+(LLVM left to itself fused differently in a freshly compiled kernel and in its cached copy, and
+with ``reassoc`` it summed dot products in a vector width chosen for the CPU at hand).
 
 Numba vectorizes a loop only when LLVM can prove it safe, and it cannot in the sparse first
 layer: the pixel index comes from memory, so the reads of ``W`` and the writes of the sums might
@@ -30,8 +32,8 @@ and, lane by lane, for the steps of one image through a narrow network:
 
 and for a row of ``n <= 16`` values (a softmax over ten classes):
 
-    vloadn(a, i, n, f)  ``a[i, :n]``, lanes ``n..15`` set to ``f`` (nothing beyond the row is read)
-    vstoren(a, i, n, v) ``a[i, :n] = v[:n]`` (nothing beyond the row is written)
+    vloadn(a, i, j, n, f)   ``a[i, j:j+n]``, lanes ``n..15`` set to ``f`` (nothing else is read)
+    vstoren(a, i, j, n, v)  ``a[i, j:j+n] = v[:n]`` (nothing else is written)
     vmax(v), vsum(v)    the largest lane (NaN lanes ignored) and the sum of the lanes, in a fixed
                         pairwise order (lanes 0..7 + 8..15, then halves again)
     vfind(v, s)         the first lane equal to ``s`` (16 if none)
@@ -95,16 +97,12 @@ def _float_matrix(a) -> bool:
     )
 
 
-def _lanes_pointer(context, builder, signature, args, row_start=False):
-    """Pointer to ``a[i, j]`` cast to a pointer to 16 lanes (``args = (a, i, j, ...)``); to
-    ``a[i, 0]`` if ``row_start`` (then ``args[2]`` is not a column)."""
+def _lanes_pointer(context, builder, signature, args):
+    """Pointer to ``a[i, j]`` cast to a pointer to 16 lanes (``args = (a, i, j, ...)``)."""
     aryty = signature.args[0]
     ary = context.make_array(aryty)(context, builder, args[0])
     i = context.cast(builder, args[1], signature.args[1], types.intp)
-    if row_start:
-        j = context.get_constant(types.intp, 0)
-    else:
-        j = context.cast(builder, args[2], signature.args[2], types.intp)
+    j = context.cast(builder, args[2], signature.args[2], types.intp)
     ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [i, j])
     vec = ir.VectorType(context.get_value_type(aryty.dtype), LANES)
     return builder.bitcast(ptr, vec.as_pointer())
@@ -112,10 +110,9 @@ def _lanes_pointer(context, builder, signature, args, row_start=False):
 
 @intrinsic
 def fma(typingctx, a, b, c):
-    """``a * b + c`` as one fused multiply-add (LLVM's ``fmuladd``), for three floats of one type.
+    """``a * b + c`` rounded once (LLVM's ``fma``), for three floats of one type.
 
-    Explicit, so every compiled copy of a kernel fuses the same operations; ``reassoc`` lets a
-    chain of them be a vectorized dot product.
+    Explicit, so every compiled copy of a kernel, for any CPU, fuses the same operations.
     """
     if not (isinstance(a, types.Float) and a == b == c):
         return None
@@ -123,8 +120,8 @@ def fma(typingctx, a, b, c):
     def codegen(context, builder, signature, args):
         t = args[0].type
         fnty = ir.FunctionType(t, [t, t, t])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.fmuladd.f{a.bitwidth}")
-        return builder.call(fn, args, fastmath=("reassoc", "nsz"))
+        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.fma.f{a.bitwidth}")
+        return builder.call(fn, args)
 
     return a(a, b, c), codegen
 
@@ -174,30 +171,80 @@ def vstore(typingctx, a, i, j, v):
 
 @intrinsic
 def vfma(typingctx, s, x, acc):
-    """``s * x + acc`` lane by lane as fused multiply-adds (``llvm.fmuladd``); ``s`` a scalar of
+    """``s * x + acc`` lane by lane as fused multiply-adds (``llvm.fma``); ``s`` a scalar of
     the vectors' dtype, the same in every lane."""
     if not (isinstance(x, Vec16) and x == acc and s == x.dtype):
         return None
 
     def codegen(context, builder, signature, args):
         vty = args[1].type
-        name = f"llvm.fmuladd.v{LANES}f{s.bitwidth}"
+        name = f"llvm.fma.v{LANES}f{s.bitwidth}"
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), name)
         return builder.call(fn, [_splat(builder, args[0]), args[1], args[2]])
 
     return acc(s, x, acc), codegen
 
 
-@intrinsic
-def vadd(typingctx, u, v):
+def _lanewise(emit):
+    """An intrinsic ``f(u, v)`` of two :class:`Vec16` of one dtype, lane by lane: ``emit(builder,
+    u, v)`` makes its LLVM IR."""
+
+    def typer(typingctx, u, v):
+        if not (isinstance(u, Vec16) and u == v):
+            return None
+
+        def codegen(context, builder, signature, args):
+            return emit(builder, *args)
+
+        return u(u, v), codegen
+
+    typer.__doc__ = emit.__doc__
+    return intrinsic(typer)
+
+
+@_lanewise
+def vadd(builder, u, v):
     """``u + v`` lane by lane."""
-    if not (isinstance(u, Vec16) and u == v):
+    return builder.fadd(u, v)
+
+
+@_lanewise
+def vsub(builder, u, v):
+    """``u - v`` lane by lane."""
+    return builder.fsub(u, v)
+
+
+@_lanewise
+def vtimes(builder, u, v):
+    """``u * v`` lane by lane."""
+    return builder.fmul(u, v)
+
+
+@_lanewise
+def vdiv(builder, u, v):
+    """``u / v`` lane by lane."""
+    return builder.fdiv(u, v)
+
+
+@_lanewise
+def vmaxnum(builder, u, v):
+    """The larger of ``u`` and ``v`` lane by lane (``maxnum``: a NaN is ignored unless both are)."""
+    fnty = ir.FunctionType(u.type, [u.type, u.type])
+    name = f"llvm.maxnum.v{LANES}f{64 if isinstance(u.type.element, ir.DoubleType) else 32}"
+    return builder.call(cgutils.get_or_insert_function(builder.module, fnty, name), [u, v])
+
+
+@intrinsic
+def vwhere(typingctx, a, b, x, y):
+    """``x`` in the lanes where ``a == b``, ``y`` in the others (four :class:`Vec16` of one
+    dtype)."""
+    if not (isinstance(a, Vec16) and a == b == x == y):
         return None
 
     def codegen(context, builder, signature, args):
-        return builder.fadd(args[0], args[1])
+        return builder.select(builder.fcmp_ordered("==", args[0], args[1]), args[2], args[3])
 
-    return u(u, v), codegen
+    return x(a, b, x, y), codegen
 
 
 @intrinsic
@@ -215,7 +262,7 @@ def vsplat(typingctx, s):
 @intrinsic
 def vmul(typingctx, s, x):
     """``s * x`` lane by lane (``s`` a scalar of the vector's dtype); a plain multiply, which LLVM
-    may not fuse with a later add (the kernels' fastmath flags leave out ``contract``)."""
+    may not fuse with a later add (the kernels give it no fastmath flags)."""
     if not (isinstance(x, Vec16) and s == x.dtype):
         return None
 
@@ -308,21 +355,22 @@ def _lanes_compared(builder, op, n):
 
 
 def _masked_args(context, builder, signature, args):
-    """``(pointer to a[i, 0] as 16 lanes, mask of lanes < n)`` for ``args = (a, i, n, ...)``."""
-    n = context.cast(builder, args[2], signature.args[2], types.intp)
-    ptr = _lanes_pointer(context, builder, signature, args, row_start=True)
+    """``(pointer to a[i, j] as 16 lanes, mask of lanes < n)`` for ``args = (a, i, j, n, ...)``."""
+    n = context.cast(builder, args[3], signature.args[3], types.intp)
+    ptr = _lanes_pointer(context, builder, signature, args)
     return ptr, _lanes_compared(builder, "<", n)
 
 
-def _row_args_ok(a, i, n) -> bool:
-    return _float_matrix(a) and isinstance(i, types.Integer) and isinstance(n, types.Integer)
+def _row_args_ok(a, i, j, n) -> bool:
+    indices = (i, j, n)
+    return _float_matrix(a) and all(isinstance(x, types.Integer) for x in indices)
 
 
 @intrinsic
-def vloadn(typingctx, a, i, n, fill):
-    """``a[i, :n]`` of a 2-D float array with contiguous rows, lanes ``n..15`` set to ``fill``;
-    reads nothing beyond ``a[i, n - 1]`` (a masked load)."""
-    if not (_row_args_ok(a, i, n) and fill == a.dtype):
+def vloadn(typingctx, a, i, j, n, fill):
+    """``a[i, j:j+n]`` of a 2-D float array with contiguous rows, lanes ``n..15`` set to ``fill``;
+    reads nothing else (a masked load)."""
+    if not (_row_args_ok(a, i, j, n) and fill == a.dtype):
         return None
     vt = Vec16(a.dtype)
 
@@ -333,16 +381,16 @@ def vloadn(typingctx, a, i, n, fill):
         name = f"llvm.masked.load.v{LANES}f{a.dtype.bitwidth}.p0"
         fn = cgutils.get_or_insert_function(builder.module, fnty, name)
         align = ir.Constant(_I32, a.dtype.bitwidth // 8)
-        return builder.call(fn, [ptr, align, mask, _splat(builder, args[3])])
+        return builder.call(fn, [ptr, align, mask, _splat(builder, args[4])])
 
-    return vt(a, i, n, fill), codegen
+    return vt(a, i, j, n, fill), codegen
 
 
 @intrinsic
-def vstoren(typingctx, a, i, n, v):
-    """``a[i, :n] = v[:n]`` for a 2-D float array with contiguous rows; writes nothing beyond
-    ``a[i, n - 1]`` (a masked store)."""
-    if not (_row_args_ok(a, i, n) and isinstance(v, Vec16) and v.dtype == a.dtype):
+def vstoren(typingctx, a, i, j, n, v):
+    """``a[i, j:j+n] = v[:n]`` for a 2-D float array with contiguous rows; writes nothing else (a
+    masked store)."""
+    if not (_row_args_ok(a, i, j, n) and isinstance(v, Vec16) and v.dtype == a.dtype):
         return None
 
     def codegen(context, builder, signature, args):
@@ -350,10 +398,10 @@ def vstoren(typingctx, a, i, n, v):
         fnty = ir.FunctionType(ir.VoidType(), [ptr.type.pointee, ptr.type, _I32, mask.type])
         name = f"llvm.masked.store.v{LANES}f{a.dtype.bitwidth}.p0"
         fn = cgutils.get_or_insert_function(builder.module, fnty, name)
-        builder.call(fn, [args[3], ptr, ir.Constant(_I32, a.dtype.bitwidth // 8), mask])
+        builder.call(fn, [args[4], ptr, ir.Constant(_I32, a.dtype.bitwidth // 8), mask])
         return context.get_dummy_value()
 
-    return types.none(a, i, n, v), codegen
+    return types.none(a, i, j, n, v), codegen
 
 
 def _halves(builder, v, combine):
@@ -441,8 +489,8 @@ def _exp_codegen(builder, x, bits):
     def call(name, fnty, fargs):
         return builder.call(cgutils.get_or_insert_function(builder.module, fnty, name), fargs)
 
-    def fmuladd(a, b, d):
-        return call(f"llvm.fmuladd.v{LANES}f{bits}", ir.FunctionType(vty, [vty] * 3), [a, b, d])
+    def fused(a, b, d):
+        return call(f"llvm.fma.v{LANES}f{bits}", ir.FunctionType(vty, [vty] * 3), [a, b, d])
 
     tiny = builder.fcmp_ordered("<", x, const(c["lo"]))  # false for NaN
     x = builder.select(tiny, const(c["lo"]), x)
@@ -454,11 +502,11 @@ def _exp_codegen(builder, x, bits):
     )
     ln2_hi = float(np.float32(math.log(2))) if bits == 32 else math.log(2)
     ln2_lo = math.log(2) - ln2_hi if bits == 32 else 2.3190468138462996e-17
-    r = fmuladd(builder.fneg(n), const(ln2_hi), x)  # x - n ln2, in two steps
-    r = fmuladd(builder.fneg(n), const(ln2_lo), r)
+    r = fused(builder.fneg(n), const(ln2_hi), x)  # x - n ln2, in two steps
+    r = fused(builder.fneg(n), const(ln2_lo), r)
     p = const(1 / math.factorial(c["terms"] - 1))
     for k in range(c["terms"] - 2, -1, -1):  # Horner: (((c7 r + c6) r + c5) r + ...) r + 1
-        p = fmuladd(p, r, const(1 / math.factorial(k)))
+        p = fused(p, r, const(1 / math.factorial(k)))
     # n is within the clamp's range, and NaN lanes become 0 here (they stay NaN through p)
     ni = builder.fptosi(builder.select(builder.fcmp_ordered("ord", n, n), n, const(0.0)), ity)
     half = builder.ashr(ni, ir.Constant(ity, [1] * LANES))

@@ -7,9 +7,6 @@ of the kernels, and against central finite differences of the loss.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tracemalloc
 import warnings
 
@@ -24,6 +21,7 @@ from mnistnn import (
     PixelScaleWarning,
     TrainingDivergedError,
     TrainingDivergedWarning,
+    fit_many,
     kernels,
 )
 
@@ -90,7 +88,6 @@ def test_wide_sparse_first_layer_matches_numpy_reference(n):
     64 images by pixel and adds to the rows of ``dW`` chunk by chunk."""
     X, y = make_data(n=n)
     net = NNetworkExtended(nodes_in=64, hidden_layers=(70,), nodes_out=4, seed=1, dtype="float64")
-    assert kernels.uses_sparse_pixels(net._sizes)
     loss, dWs, dbs = numpy_reference(net, X, y)
     assert net.loss(X, y) == pytest.approx(loss, rel=1e-12)
     gW, gb = net.gradients(X, y)
@@ -111,24 +108,72 @@ def test_one_pass_network_with_16_units_and_16_classes_matches_numpy_reference()
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_one_pass_and_layer_by_layer_give_the_same_bits(dtype):
+    """The one-pass kernel of a narrow network does the layer-by-layer arithmetic, entry by
+    entry in the same order."""
     rng = np.random.default_rng(5)
     X = np.where(rng.random((1500, 64)) < 0.6, 0, rng.integers(1, 256, (1500, 64))).astype(np.uint8)
     y = rng.integers(0, 10, 1500)
     net = NNetworkExtended(nodes_in=64, hidden_layers=(10,), nodes_out=10, seed=6, dtype=dtype)
     pixels, rows, m = kernels.sparse_pixels(X), np.arange(1500), 1500
     results = []
-    for one_pass in (True, False):
+    for backward in (kernels.narrow_backward, kernels.layered_backward):
         buf = np.zeros(kernels.work_size(net._sizes, m), net._theta.dtype)
         grad, losses = np.zeros_like(net._theta), np.empty(m, net._theta.dtype)
         correct = np.empty(m, np.bool_)
-        args = (net._theta, net._offsets, net._sizes, X, pixels, y.astype(np.int64), rows, buf)
-        loss = kernels.backward(*args, grad, losses, correct, one_pass)
+        args = (net._theta, net._offsets, net._sizes, pixels, y.astype(np.int64), rows, buf)
+        loss = backward(*args, grad, losses, correct)
         results.append((loss, grad, losses, correct))
     (loss1, *arrays1), (loss2, *arrays2) = results
     assert loss1 == loss2
     for a, b in zip(arrays1, arrays2, strict=True):
         np.testing.assert_array_equal(a, b)
     assert np.any(results[0][1] != 0)
+
+
+def side_by_side_candidates() -> list[NNetworkExtended]:
+    """Networks that fit_many trains together (all but the last two): other seeds, inits,
+    learning rates, momenta and lengths; a validation split; one that diverges; and two that
+    train alone (mini-batch, a wide layer)."""
+    return [
+        *(
+            NNetworkMinimal(nodes_in=64, nodes_out=4, seed=s, alpha=0.1 * (s + 1),
+                            maxiterations=12 + 3 * s, init=("uniform", "he")[s % 2])
+            for s in range(8)  # 80 hidden units: two passes of six and two networks
+        ),
+        NNetworkExtended(nodes_in=64, hidden_layers=(12,), nodes_out=4, seed=0, momentum=0.5,
+                         maxiterations=10, validation_fraction=0.2, dtype="float64"),
+        NNetworkExtended(nodes_in=64, hidden_layers=(12,), nodes_out=4, seed=0, maxiterations=9,
+                         alpha=0.3, validation_fraction=0.2, dtype="float64"),
+        NNetworkMinimal(nodes_in=64, nodes_out=4, seed=9, alpha=1e30, maxiterations=5),
+        NNetworkExtended(nodes_in=64, hidden_layers=(8,), nodes_out=4, seed=0, batch_size=32,
+                         epochs=2),
+        NNetworkExtended(nodes_in=64, hidden_layers=(40,), nodes_out=4, seed=0, maxiterations=3),
+    ]  # fmt: skip
+
+
+def fingerprint(net: NNetworkExtended) -> list:
+    return [net._theta.tobytes(), net._velocity.tobytes(), json.dumps(net.history)]
+
+
+def test_fit_many_gives_each_network_the_bits_of_its_own_fit():
+    X, y = make_data(n=700)
+    alone = side_by_side_candidates()
+    messages = []
+    for net in alone:
+        try:
+            net.fit(X, y)
+        except TrainingDivergedError as exc:
+            messages.append(str(exc))
+    together = side_by_side_candidates()
+    with pytest.raises(TrainingDivergedError) as caught:
+        fit_many(together, X, y)
+    assert str(caught.value) == "; ".join(messages) and "iteration" in messages[0]
+    for a, b in zip(alone, together, strict=True):
+        assert fingerprint(a) == fingerprint(b)
+    assert together[0].training_info["trained_side_by_side"] == 6
+    assert together[6].training_info["trained_side_by_side"] == 3  # two Minimal and the alpha=1e30
+    assert together[8].training_info["trained_side_by_side"] == 2  # the same validation split
+    assert "trained_side_by_side" not in together[-1].training_info
 
 
 @pytest.mark.parametrize("init", ["uniform", "he"])
@@ -404,101 +449,6 @@ def test_same_seed_same_result_other_seed_other_result():
     assert not np.array_equal(trained(5), trained(6))
 
 
-DETERMINISM_SCRIPT = """
-import hashlib, numpy as np, numba
-from numba.core.caching import FunctionCache
-from mnistnn import NNetworkExtended, NNetworkMinimal, kernels
-rng = np.random.default_rng(0)
-X = (rng.random((3000, 784)) < 0.2) * rng.integers(0, 256, (3000, 784))
-X = X.astype(np.uint8)
-y = rng.integers(0, 10, 3000)
-# first a network whose first layer reads every pixel: no parallel kernel is loaded before the
-# cached drivers run (those crashed until importing the kernels started the threading layer)
-middle = NNetworkExtended(hidden_layers=(32,), maxiterations=2, seed=0).fit(X, y)
-full = NNetworkMinimal(maxiterations=5, seed=0).fit(X, y)
-double = NNetworkMinimal(maxiterations=2, seed=1, dtype="float64").fit(X, y)
-mini = NNetworkExtended(hidden_layers=(64, 32), batch_size=100, epochs=1, momentum=0.9,
-                        init="he", seed=0).fit(X, y)
-h = hashlib.sha256()
-for net in (middle, full, double, mini):
-    h.update(net._theta.tobytes())
-    h.update(net.predict_proba(X[:500]).tobytes())
-    h.update(b"".join(g.tobytes() for part in net.gradients(X[:300], y[:300]) for g in part))
-cached = [f for f in vars(kernels).values()
-          if isinstance(getattr(f, "_cache", None), FunctionCache)]
-hits = sum(sum(f.stats.cache_hits.values()) for f in cached)
-misses = sum(sum(f.stats.cache_misses.values()) for f in cached)
-print(numba.get_num_threads(), h.hexdigest(), hits, misses)
-"""
-
-
-def run_determinism_script(**env: str) -> list[str]:
-    """Run :data:`DETERMINISM_SCRIPT` in a new process with ``env`` added to the environment:
-    ``[threads, digest, kernels loaded from the cache, kernels compiled]``."""
-    return subprocess.run(
-        [sys.executable, "-c", DETERMINISM_SCRIPT],
-        env=dict(os.environ, MNISTNN_PROGRESS="0", **env),
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=900,
-    ).stdout.split()
-
-
-def test_bit_identical_whatever_the_thread_count():
-    digests = {}
-    for threads in ("1", "2", "3"):
-        out = run_determinism_script(NUMBA_NUM_THREADS=threads)
-        assert out[0] == threads
-        digests[threads] = out[1]
-    assert len(set(digests.values())) == 1, digests
-
-
-def test_bit_identical_whether_compiled_or_loaded_from_cache(tmp_path):
-    """The first process compiles the kernels and their drivers into an empty cache, the second
-    loads them: both train to the same weights (they did not while the kernels allowed fused
-    multiply-adds)."""
-    compiled = run_determinism_script(NUMBA_CACHE_DIR=str(tmp_path))
-    loaded = run_determinism_script(NUMBA_CACHE_DIR=str(tmp_path))
-    assert int(compiled[2]) == 0 and int(compiled[3]) > 0  # nothing cached yet: all compiled
-    assert int(loaded[2]) > 0 and int(loaded[3]) == 0  # all loaded from the cache, drivers too
-    assert compiled[1] == loaded[1]
-
-
-CACHED_DRIVER_SCRIPT = """
-import hashlib, sys, numpy as np
-from mnistnn import NNetworkExtended
-rng = np.random.default_rng(0)
-X, y = rng.integers(0, 256, (500, 28, 28)).astype(np.uint8), rng.integers(0, 10, 500)
-settings = {"full": {"maxiterations": 2}, "mini": {"batch_size": 64, "epochs": 1}}[sys.argv[1]]
-net = NNetworkExtended(hidden_layers=(32,), seed=0, **settings).fit(X, y)  # dense first layer
-print(hashlib.sha256(net._theta.tobytes()).hexdigest())
-"""
-
-
-def test_cached_drivers_run_in_a_fresh_process(tmp_path):
-    """A driver loaded from Numba's cache runs in a process where no parallel kernel ran before
-    it.  Until importing the kernels started Numba's threading layer, the third process here
-    crashed (segmentation fault): full-batch drivers compiled, then the mini-batch one, then
-    the mini-batch one loaded from the cache."""
-
-    def run(kind: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-c", CACHED_DRIVER_SCRIPT, kind],
-            env=dict(os.environ, MNISTNN_PROGRESS="0", NUMBA_CACHE_DIR=str(tmp_path)),
-            cwd=tmp_path,  # not the checkout: `python -c` imports from the working directory first
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-
-    assert run("full").returncode == 0
-    compiled = run("mini")
-    loaded = run("mini")
-    assert compiled.returncode == 0 and loaded.returncode == 0, (loaded.returncode, loaded.stderr)
-    assert loaded.stdout == compiled.stdout and len(loaded.stdout.strip()) == 64
-
-
 def test_fresh_network_is_at_chance_and_has_public_parameters():
     net = NNetworkMinimal(seed=0)
     assert net.layer_sizes == (784, 10, 10)
@@ -666,12 +616,13 @@ def test_kernels_cache_on_disk():
     """The compiled kernels are cached (second kernel start is quick)."""
     for fn in (
         kernels._dense_forward,
-        kernels._narrow_forward,
+        kernels._sparse_forward,
         kernels._sparse_grad_tiles,
         kernels._reduce_tiles,
-        kernels.full_batch_step,  # the drivers too: they contain the kernels' code
+        kernels.narrow_backward,  # the drivers too: they contain the kernels' code
+        kernels.narrow_nets_backward,
         kernels.train_epoch,
-        kernels.predict_proba,
+        kernels.forward,
     ):
         assert isinstance(fn._cache, FunctionCache)
 

@@ -195,11 +195,11 @@ def _row_stats(X, n, fill, out, stats):
     """Per row of ``X``: ``out[i, :n] = exp(X[i, :n] - max)`` (masked load and store) and
     ``stats[i] = (max, sum of exp, first lane of the max)``."""
     for i in range(X.shape[0]):
-        z = vloadn(X, i, n, fill)
+        z = vloadn(X, i, 0, n, fill)
         top = vmax(z)
         e = vexp(vadd(z, vsplat(-top)))
         stats[i, 0], stats[i, 1], stats[i, 2] = top, vsum(e), vfind(z, top)
-        vstoren(out, i, n, e)
+        vstoren(out, i, 0, n, e)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -277,9 +277,9 @@ def test_vfind_without_a_match_gives_16():
 def test_row_ops_refuse_wrong_types():
     X32 = np.zeros((2, LANES), np.float32)
     with pytest.raises(TypingError):  # a float64 fill for float32 lanes
-        njit(lambda X: vloadn(X, 0, 3, 0.0))(X32)
+        njit(lambda X: vloadn(X, 0, 0, 3, 0.0))(X32)
     with pytest.raises(TypingError):  # a float32 vector stored into float64 rows
-        njit(lambda X, Y: vstoren(Y, 0, 3, vload(X, 0, 0)))(X32, np.zeros((2, LANES)))
+        njit(lambda X, Y: vstoren(Y, 0, 0, 3, vload(X, 0, 0)))(X32, np.zeros((2, LANES)))
     with pytest.raises(TypingError):
         njit(lambda: vsplat(1))()
     with pytest.raises(TypingError):
