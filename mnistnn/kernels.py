@@ -973,19 +973,23 @@ def narrow_backward(theta, off, sizes, pixels, y, rows, buf, grad, losses, corre
 
 
 @njit(parallel=True, cache=True)
-def update(theta, grad, velocity, alpha, momentum):
+def update(theta, grad, velocity, alpha, momentum, decay):
     """SGD with momentum: ``v = momentum * v - alpha * g``, ``theta += v`` (plain GD if 0): the
-    write-up's ``W = W - alpha dW``.
+    write-up's ``W = W - alpha dW``.  ``decay`` (laid out as ``theta``; empty for none) adds
+    L2 weight decay to the gradient: ``g = grad + decay * theta``.
 
     Returns False, changing nothing, if the step would make any parameter non-finite.
     """
+    decayed = decay.shape[0] > 0
     bad = 0
     for p in prange(theta.shape[0]):
-        bad += not np.isfinite(theta[p] + (momentum * velocity[p] - alpha * grad[p]))
+        g = grad[p] + decay[p] * theta[p] if decayed else grad[p]
+        bad += not np.isfinite(theta[p] + (momentum * velocity[p] - alpha * g))
     if bad:
         return False
     for p in prange(theta.shape[0]):
-        velocity[p] = momentum * velocity[p] - alpha * grad[p]
+        g = grad[p] + decay[p] * theta[p] if decayed else grad[p]
+        velocity[p] = momentum * velocity[p] - alpha * g
         theta[p] += velocity[p]
     return True
 
@@ -1004,10 +1008,12 @@ def train_epoch(
     velocity,
     alpha,
     momentum,
+    decay,
     losses,
     correct,
 ):
-    """One epoch of mini-batch SGD over images ``order`` in batches of ``batch_size``.
+    """One epoch of mini-batch SGD over images ``order`` in batches of ``batch_size``
+    (:func:`update` with ``alpha``, ``momentum`` and ``decay`` after each).
 
     Returns ``(mean loss, accuracy, batches done)`` over the batches seen (measured before each
     batch's update).  Stops early, without updating, at the first batch whose loss or updated
@@ -1024,7 +1030,7 @@ def train_epoch(
         m = rows.shape[0]
         args = (theta, off, sizes, pixels, y, rows, buf, grad, losses[:m], correct[:m])
         loss = narrow_backward(*args) if narrow else layered_backward(*args)
-        if not (np.isfinite(loss) and update(theta, grad, velocity, alpha, momentum)):
+        if not (np.isfinite(loss) and update(theta, grad, velocity, alpha, momentum, decay)):
             return loss, 0.0, done
         total_loss += loss * m
         for i in range(m):

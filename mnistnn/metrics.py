@@ -26,6 +26,7 @@ __all__ = [
     "confusion_matrix",
     "most_confident_mistakes",
     "most_confused_pairs",
+    "nearest_mean_predict",
     "per_class_accuracy",
 ]
 
@@ -155,3 +156,20 @@ def most_confident_mistakes(proba: ArrayLike, y_true: ArrayLike, k: int | None =
     if k is not None:
         order = order[: max(int(k), 0)]
     return wrong[order].astype(np.int64, copy=False)
+
+
+def nearest_mean_predict(X_train: ArrayLike, y_train: ArrayLike, X: ArrayLike) -> np.ndarray:
+    """The simplest classifier there is, as a baseline: each image ``X`` ``(N, ...)`` gets the
+    class whose mean training image is nearest (Euclidean), ``(N,)``.
+
+    ``|x - mu_c|^2 = |x|^2 - 2 x . mu_c + |mu_c|^2``, and ``|x|^2`` is the same for every class,
+    so the class with the largest ``x . mu_c - |mu_c|^2 / 2`` wins.
+    """
+    y_train = _as_labels(y_train, "y_train")
+    X_train = np.asarray(X_train, dtype=np.float64).reshape(len(y_train), -1)
+    X = np.asarray(X, dtype=np.float64)
+    classes = int(y_train.max()) + 1
+    means = np.stack([X_train[y_train == c].mean(axis=0) for c in range(classes)])  # (K, n_in)
+    scores = X.reshape(len(X), -1) @ means.T - 0.5 * (means**2).sum(axis=1)  # (N, K)
+    return scores.argmax(axis=1)
+

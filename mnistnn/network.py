@@ -120,6 +120,16 @@ class NNetworkExtended:
         (normal with std ``sqrt(2 / n_in)``, zero biases: better for deeper ReLU stacks).
     validation_fraction : share of the training data held out (the same rows in every ``fit``)
         and scored in the history.
+    early_stopping : stop when the validation loss has not improved for ``patience`` epochs
+        (iterations in full-batch training) and keep the weights of the best one
+        (``training_info["best_epoch"]``); needs ``validation_fraction > 0``.
+    patience : see ``early_stopping``.
+    weight_decay : L2 regularisation ``lambda``: the loss gets ``lambda / 2 * sum(W**2)`` over
+        the weights (not the biases), so each step adds ``lambda * W`` to their gradient.  The
+        history's loss is the cross-entropy alone.
+    decay_every, decay_factor : step decay of the learning rate: ``alpha`` is multiplied by
+        ``decay_factor`` every ``decay_every`` epochs (iterations in full-batch training), counted
+        over the history; None keeps it constant.
     seed : seed of the ``numpy.random.Generator`` for weights, shuffling and the validation split.
     dtype : ``"float32"`` (fast) or ``"float64"`` (for gradient checks).
     progress : show a tqdm progress bar in ``fit``; None follows ``MNISTNN_PROGRESS``.
@@ -137,6 +147,11 @@ class NNetworkExtended:
         momentum: float = 0.0,
         init: str = "uniform",
         validation_fraction: float = 0.0,
+        early_stopping: bool = False,
+        patience: int = 5,
+        weight_decay: float = 0.0,
+        decay_every: int | None = None,
+        decay_factor: float = 0.1,
         seed: int | None = None,
         dtype: str = "float32",
         progress: bool | None = None,
@@ -144,15 +159,18 @@ class NNetworkExtended:
         self.nodes_in = _positive_int("nodes_in", nodes_in)
         self.hidden_layers = _hidden_layers(hidden_layers)
         self.nodes_out = _nodes_out(nodes_out)
-        settings = _check_training_settings(alpha, maxiterations, batch_size, epochs, momentum)
-        for name, value in settings.items():
-            setattr(self, name, value)
         if init not in ("uniform", "he"):
             raise ValueError(f"init must be 'uniform' or 'he', got {init!r}")
         self.init = init
         if not (isinstance(validation_fraction, int | float) and 0.0 <= validation_fraction < 1.0):
             raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
         self.validation_fraction = float(validation_fraction)
+        settings = _check_training_settings(
+            alpha, maxiterations, batch_size, epochs, momentum, early_stopping, patience,
+            weight_decay, decay_every, decay_factor, self.validation_fraction,
+        )
+        for name, value in settings.items():
+            setattr(self, name, value)
         if seed is not None and (
             isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0
         ):
@@ -233,7 +251,8 @@ class NNetworkExtended:
         settings = {name: getattr(self, name) for name in TRAINING_SETTINGS}
         settings.update(params)
         progress = settings.pop("progress")
-        checked = {**_check_training_settings(**settings), "progress": progress}
+        checked = _check_training_settings(**settings, validation_fraction=self.validation_fraction)
+        checked["progress"] = progress
         _check_alpha(checked["alpha"], self.dtype)
         for name in params:  # all checked first: a bad value changes nothing
             setattr(self, name, checked[name])
@@ -408,8 +427,13 @@ class NNetworkExtended:
         """Train from the current weights: full-batch gradient descent for ``maxiterations``
         iterations if ``batch_size`` is None, else mini-batch SGD for ``epochs`` epochs.
 
-        Appends to :attr:`history` (loss and accuracy measured before each update) and sets
-        :attr:`training_info` (``seconds`` counts every ``fit`` call of the history).  Raises
+        Appends to :attr:`history` (loss and accuracy measured before each update, validation
+        scores after it) and sets :attr:`training_info` (``seconds`` counts every ``fit`` call of
+        the history).  With ``early_stopping`` it stops after ``patience`` steps without a lower
+        validation loss and keeps the weights of the step with the lowest one:
+        ``training_info["best_epoch"]`` (``"best_iteration"`` in full-batch training) names it,
+        and ``"stopped_early"`` says whether it stopped before the end; the history keeps every
+        step that ran.  Raises
         :class:`TrainingDivergedError` naming the iteration if the loss stops being finite; the
         parameters are then those of the last finite step.  Warns with
         :class:`TrainingDivergedWarning` when the loss stays finite but ends far above where it
@@ -425,18 +449,20 @@ class NNetworkExtended:
         val = (val_rows, self._eval_buffers(val_rows.shape[0])) if val_rows.shape[0] else None
         if self.batch_size is None:
             first = len(self.history.get("loss", []))
-            self._fit_full_batch(data, y, train_rows, val)
+            best = self._fit_full_batch(data, y, train_rows, val)
             start_loss = self.history["loss"][first]  # measured before the first update
         else:  # the history holds epoch means: the start is measured on a first batch
             sample = train_rows[: min(self.batch_size, DIVERGENCE_SAMPLE)]
             start_loss = self._evaluate(data, y, sample)[0]
-            self._fit_mini_batch(data, y, train_rows, val)
+            best = self._fit_mini_batch(data, y, train_rows, val)
         self.training_info = {
             "samples": int(train_rows.shape[0]),
             "seconds": round(earlier + time.perf_counter() - started, 3),  # all fit calls
             "final_loss": self.history["loss"][-1],
             "final_train_accuracy": self.history["train_accuracy"][-1],
         }
+        if best is not None:
+            self.training_info.update(best.restore())
         self._warn_if_diverged(start_loss)
         return self
 
@@ -470,62 +496,88 @@ class NNetworkExtended:
         )
 
     def _workspace(self, m: int) -> tuple:
-        """The kernels' trailing arguments for batches of ``m`` images: work buffers, velocity,
-        learning rate, momentum, per-sample losses and hits."""
-        t = self._theta.dtype.type
+        """Work arrays of the kernels for batches of ``m`` images: the work buffer, the gradient,
+        per-sample losses and hits."""
         return (
             self._buffer(m, gradients=True),
             np.empty_like(self._theta),
-            self._velocity,
-            t(self.alpha),
-            t(self.momentum),
             np.empty(m, dtype=self.dtype),
             np.empty(m, dtype=np.bool_),
         )
 
-    def _step(self, data, y, rows, work) -> tuple[float, float, bool]:
+    def _alpha_at(self, step: int) -> float:
+        """The learning rate of iteration or epoch ``step`` (1-based, counted over the history):
+        ``alpha``, times ``decay_factor`` for every ``decay_every`` steps before it."""
+        if self.decay_every is None:
+            return self.alpha
+        return self.alpha * self.decay_factor ** ((step - 1) // self.decay_every)
+
+    def _decay(self) -> np.ndarray:
+        """``weight_decay`` for every weight and 0 for every bias, laid out as the parameters;
+        empty without weight decay (the update then adds nothing to the gradient)."""
+        if not self.weight_decay:
+            return np.empty(0, dtype=self.dtype)
+        decay = np.zeros_like(self._theta)
+        for W in self._views(decay)[0]:
+            W[...] = self.weight_decay
+        return decay
+
+    def _step(self, data, y, rows, work, alpha: float, decay: np.ndarray) -> tuple:
         """One full-batch iteration, the write-up's ``W = W - alpha dW``: ``(loss, accuracy,
         updated)``, measured before the update; not updated if it would not be finite."""
-        buf, grad, velocity, alpha, momentum, losses, correct = work
+        buf, grad, losses, correct = work
         loss = self._backward(data, y, rows, buf, grad, losses, correct)
+        t = self._theta.dtype.type
         updated = math.isfinite(loss) and kernels.update(
-            self._theta, grad, velocity, alpha, momentum
+            self._theta, grad, self._velocity, t(alpha), t(self.momentum), decay
         )
         return loss, float(np.count_nonzero(correct) / rows.shape[0]), updated
 
-    def _fit_full_batch(self, data, y, rows, val) -> None:
+    def _fit_full_batch(self, data, y, rows, val) -> _Best | None:
         """The write-up's training: every iteration uses every training image."""
-        work = self._workspace(rows.shape[0])
+        work, decay = self._workspace(rows.shape[0]), self._decay()
         start = len(self.history.get("iteration", []))
         refresh = max(1, self.maxiterations // 100)
+        best = _Best(self) if self.early_stopping else None
         with tqdm(total=self.maxiterations, desc="training", disable=not self._show()) as bar:
             for it in range(start + 1, start + self.maxiterations + 1):
-                loss, acc, updated = self._step(data, y, rows, work)
+                loss, acc, updated = self._step(data, y, rows, work, self._alpha_at(it), decay)
                 if not updated:
                     raise self._diverged(f"iteration {it}", loss)
                 self._record("iteration", it, loss, acc, data, y, val)
-                if it % refresh == 0 or it == start + self.maxiterations:
+                stop = best is not None and best.stop_after(it)
+                if stop or it % refresh == 0 or it == start + self.maxiterations:
                     bar.set_postfix(loss=f"{loss:.4f}", accuracy=f"{acc:.4f}", refresh=False)
                     bar.update(it - bar.n - start)
+                if stop:
+                    break
+        return best
 
-    def _fit_mini_batch(self, data, y, rows, val) -> None:
+    def _fit_mini_batch(self, data, y, rows, val) -> _Best | None:
         """Mini-batch SGD: each epoch reshuffles the training rows with the seeded generator."""
         bs = min(self.batch_size, rows.shape[0])  # no buffers for more images than there are
-        work = self._workspace(bs)
+        buf, grad, losses, correct = self._workspace(bs)
+        decay, t = self._decay(), self._theta.dtype.type
         start = len(self.history.get("epoch", []))
+        best = _Best(self) if self.early_stopping else None
         with tqdm(
             total=self.epochs, desc="training", unit="epoch", disable=not self._show()
         ) as bar:
             for epoch in range(start + 1, start + self.epochs + 1):
                 order = rows[self._rng.permutation(rows.shape[0])]
                 loss, acc, done = kernels.train_epoch(
-                    self._theta, self._offsets, self._sizes, data, y, order, bs, *work
+                    self._theta, self._offsets, self._sizes, data, y, order, bs, buf, grad,
+                    self._velocity, t(self._alpha_at(epoch)), t(self.momentum), decay, losses,
+                    correct,
                 )
                 if done < -(-order.shape[0] // bs):
                     raise self._diverged(f"epoch {epoch}, batch {done + 1}", loss)
                 self._record("epoch", epoch, loss, acc, data, y, val)
                 bar.set_postfix(loss=f"{loss:.4f}", accuracy=f"{acc:.4f}", refresh=False)
                 bar.update(1)
+                if best is not None and best.stop_after(epoch):
+                    break
+        return best
 
     def _show(self) -> bool:
         return progress_enabled(self.progress)
@@ -626,6 +678,36 @@ class NNetworkMinimal(NNetworkExtended):
         )
 
 
+class _Best:
+    """Early stopping: the lowest validation loss of a ``fit`` so far, the step that reached it
+    and a copy of the parameters then."""
+
+    def __init__(self, net: NNetworkExtended) -> None:
+        self.net = net
+        self.loss, self.step, self.waited = math.inf, 0, 0
+        self.theta, self.velocity = net._theta.copy(), net._velocity.copy()
+
+    def __repr__(self) -> str:
+        return f"_Best(loss={self.loss:.4g}, step={self.step}, waited={self.waited})"
+
+    def stop_after(self, step: int) -> bool:
+        """Take in the validation loss just recorded for ``step``; True when ``patience`` steps
+        in a row have not lowered it."""
+        loss = self.net.history["val_loss"][-1]
+        if loss < self.loss:
+            self.loss, self.step, self.waited = loss, step, 0
+            self.theta[...], self.velocity[...] = self.net._theta, self.net._velocity
+        else:
+            self.waited += 1
+        return self.waited >= self.net.patience
+
+    def restore(self) -> dict[str, Any]:
+        """Put back the parameters of the best step; its entries for ``training_info``."""
+        self.net._theta[...], self.net._velocity[...] = self.theta, self.velocity
+        key = "best_iteration" if self.net.batch_size is None else "best_epoch"
+        return {key: self.step, "stopped_early": self.waited >= self.net.patience}
+
+
 def fit_many(networks: Sequence[NNetworkExtended], X: Any, y: Any) -> list[NNetworkExtended]:
     """Fit every network on ``(X, y)`` exactly as its own ``fit(X, y)`` would, bit for bit, with
     fewer passes over the images; returns them (trained in place).
@@ -645,7 +727,7 @@ def fit_many(networks: Sequence[NNetworkExtended], X: Any, y: Any) -> list[NNetw
     """
     groups: dict[tuple, list[NNetworkExtended]] = {}
     for net in networks:
-        if net.batch_size is None and kernels.is_narrow(net.layer_sizes):
+        if net.batch_size is None and kernels.is_narrow(net.layer_sizes) and not net.early_stopping:
             split = (net.validation_fraction, net._entropy) if net.validation_fraction else 0
             key = (net.layer_sizes, net.dtype, split)
             groups.setdefault(key, []).append(net)
@@ -692,7 +774,7 @@ def _fit_side_by_side(nets: list[NNetworkExtended], X: Any, y: Any) -> list[str]
             grads = np.empty_like(thetas)
             losses = np.empty((len(active), m), dtype=dtype)
             correct = np.empty((len(active), m), dtype=np.bool_)
-            settings = [(dtype.type(n.alpha), dtype.type(n.momentum)) for n in active]
+            decays = [n._decay() for n in active]
             leaving = []
             while not leaving:
                 means = kernels.narrow_nets_backward(
@@ -701,9 +783,9 @@ def _fit_side_by_side(nets: list[NNetworkExtended], X: Any, y: Any) -> list[str]
                 )
                 for q, net in enumerate(active):
                     loss, it = float(means[q]), len(net.history.get("iteration", [])) + 1
-                    alpha, momentum = settings[q]
+                    alpha, momentum = dtype.type(net._alpha_at(it)), dtype.type(net.momentum)
                     if not (math.isfinite(loss) and kernels.update(
-                        thetas[q], grads[q], velocities[q], alpha, momentum
+                        thetas[q], grads[q], velocities[q], alpha, momentum, decays[q]
                     )):
                         errors.append(str(net._diverged(f"iteration {it}", loss)))
                         leaving.append(net)
@@ -734,11 +816,33 @@ def _fit_side_by_side(nets: list[NNetworkExtended], X: Any, y: Any) -> list[str]
     return errors
 
 
-TRAINING_SETTINGS = ("alpha", "maxiterations", "batch_size", "epochs", "momentum", "progress")
+TRAINING_SETTINGS = (
+    "alpha",
+    "maxiterations",
+    "batch_size",
+    "epochs",
+    "momentum",
+    "early_stopping",
+    "patience",
+    "weight_decay",
+    "decay_every",
+    "decay_factor",
+    "progress",
+)
 
 
 def _check_training_settings(
-    alpha: Any, maxiterations: Any, batch_size: Any, epochs: Any, momentum: Any
+    alpha: Any,
+    maxiterations: Any,
+    batch_size: Any,
+    epochs: Any,
+    momentum: Any,
+    early_stopping: Any = False,
+    patience: Any = 5,
+    weight_decay: Any = 0.0,
+    decay_every: Any = None,
+    decay_factor: Any = 0.1,
+    validation_fraction: float = 0.0,
 ) -> dict[str, Any]:
     """The training settings, validated and normalized (for ``__init__`` and ``set_params``)."""
     settings = {
@@ -746,10 +850,32 @@ def _check_training_settings(
         "maxiterations": _positive_int("maxiterations", maxiterations),
         "batch_size": None if batch_size is None else _positive_int("batch_size", batch_size),
         "epochs": _positive_int("epochs", epochs),
+        "patience": _positive_int("patience", patience),
+        "decay_every": None if decay_every is None else _positive_int("decay_every", decay_every),
     }
     if not (isinstance(momentum, int | float) and 0.0 <= momentum < 1.0):
         raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
-    return {**settings, "momentum": float(momentum)}
+    if not isinstance(early_stopping, bool | np.bool_):
+        raise ValueError(f"early_stopping must be True or False, got {early_stopping!r}")
+    if early_stopping and not validation_fraction:
+        raise ValueError(
+            "early_stopping watches the validation loss: give validation_fraction > 0 too"
+        )
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, int | float):
+        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    if not (0.0 <= weight_decay < math.inf):
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    if isinstance(decay_factor, bool) or not isinstance(decay_factor, int | float):
+        raise ValueError(f"decay_factor must be a number in (0, 1], got {decay_factor!r}")
+    if not 0.0 < decay_factor <= 1.0:
+        raise ValueError(f"decay_factor must be a number in (0, 1], got {decay_factor!r}")
+    return {
+        **settings,
+        "momentum": float(momentum),
+        "early_stopping": bool(early_stopping),
+        "weight_decay": float(weight_decay),
+        "decay_factor": float(decay_factor),
+    }
 
 
 def _hidden_layers(value: Any) -> tuple[int, ...]:

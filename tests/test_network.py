@@ -23,6 +23,7 @@ from mnistnn import (
     TrainingDivergedWarning,
     fit_many,
     kernels,
+    reference,
 )
 
 
@@ -42,29 +43,11 @@ def make_data(n: int = 120, n_in: int = 64, n_classes: int = 4, seed: int = 0):
 
 
 def numpy_reference(net: NNetworkExtended, X: np.ndarray, y: np.ndarray):
-    """Loss and gradients of the mean cross-entropy, plain NumPy, float64, samples as columns."""
-    A0 = X.reshape(len(X), -1).T.astype(np.float64) / 255  # the write-up's I: (n_in, N)
-    N = A0.shape[1]
-    onehot = np.zeros((net.nodes_out, N))
-    onehot[y, np.arange(N)] = 1  # the write-up's L: (K, N)
+    """``(loss, dWs, dbs)`` of ``net`` on ``(X, y)`` by :func:`mnistnn.reference.backward`, the
+    plain NumPy version of the math, in float64."""
     Ws = [W.astype(np.float64) for W in net.weights]
     bs = [b.astype(np.float64) for b in net.biases]
-    acts = [A0]
-    for layer, (W, b) in enumerate(zip(Ws, bs, strict=True)):
-        Z = W @ acts[-1] + b[:, None]
-        acts.append(np.maximum(Z, 0) if layer < len(Ws) - 1 else Z)
-    O = acts[-1]  # noqa: E741 (the write-up's name)
-    P = np.exp(O - O.max(axis=0))
-    P /= P.sum(axis=0)
-    loss = -np.mean(np.log(P[y, np.arange(N)]))
-    dZ = (P - onehot) / N
-    dWs, dbs = [], []
-    for layer in range(len(Ws) - 1, -1, -1):
-        dWs.insert(0, dZ @ acts[layer].T)
-        dbs.insert(0, dZ.sum(axis=1))
-        if layer:
-            dZ = (Ws[layer].T @ dZ) * (acts[layer] > 0)
-    return loss, dWs, dbs
+    return reference.backward(Ws, bs, reference.inputs(X), y)
 
 
 @pytest.mark.parametrize(
@@ -128,6 +111,40 @@ def test_one_pass_and_layer_by_layer_give_the_same_bits(dtype):
     for a, b in zip(arrays1, arrays2, strict=True):
         np.testing.assert_array_equal(a, b)
     assert np.any(results[0][1] != 0)
+
+
+def test_weight_decay_and_step_decay_are_the_steps_they_describe():
+    """Four full-batch steps in float64 with alpha halved every two and L2 decay, against the
+    same steps written out from the plain gradients: W -= a (dW + lambda W), b -= a db."""
+    X, y = make_data(n=200)
+    settings = dict(nodes_in=64, hidden_layers=(6,), nodes_out=4, seed=2, dtype="float64")
+    net = NNetworkExtended(**settings, alpha=0.3, maxiterations=4, weight_decay=0.01,
+                           decay_every=2, decay_factor=0.5).fit(X, y)
+    by_hand = NNetworkExtended(**settings)
+    for alpha in (0.3, 0.3, 0.15, 0.15):
+        gW, gb = by_hand.gradients(X, y)
+        for W, b, dW, db in zip(by_hand.weights, by_hand.biases, gW, gb, strict=True):
+            W -= alpha * (dW + 0.01 * W)
+            b -= alpha * db
+    np.testing.assert_allclose(net._theta, by_hand._theta, rtol=1e-12, atol=1e-15)
+    plain = NNetworkExtended(**settings, alpha=0.3, maxiterations=4).fit(X, y)
+    assert np.abs(net.weights[0]).sum() < np.abs(plain.weights[0]).sum()  # decay shrinks W
+
+
+@pytest.mark.parametrize("batch_size", [None, 40])
+def test_early_stopping_keeps_the_weights_of_the_lowest_validation_loss(batch_size):
+    X, y = make_data(n=600)
+    net = NNetworkExtended(nodes_in=64, hidden_layers=(32,), nodes_out=4, seed=0, alpha=2.0,
+                           momentum=0.9, batch_size=batch_size, epochs=60, maxiterations=200,
+                           validation_fraction=0.3, early_stopping=True, patience=4)
+    net.fit(X, y)  # a learning rate this high makes the validation loss bounce
+    step = "iteration" if batch_size is None else "epoch"
+    val_loss, info = net.history["val_loss"], net.training_info
+    best = info[f"best_{step}"]
+    assert info["stopped_early"] and len(val_loss) == best + 4 < len(net.history[step]) + 1
+    assert val_loss[best - 1] == min(val_loss) and min(val_loss[best:]) >= val_loss[best - 1]
+    _, val_rows = net._split(X.shape[0])
+    assert net.loss(X[val_rows], y[val_rows]) == pytest.approx(val_loss[best - 1], rel=1e-6)
 
 
 def side_by_side_candidates() -> list[NNetworkExtended]:
@@ -419,6 +436,11 @@ def test_validation_split_is_fixed_and_set_params_continues_training():
         ({"alpha": -1.0}, "alpha must be a positive number"),
         ({"epochs": 0}, "epochs must be a positive integer"),
         ({"momentum": 1.5}, "momentum must be a number"),
+        ({"early_stopping": True}, "give validation_fraction > 0"),
+        ({"weight_decay": -0.1}, "weight_decay must be a finite number >= 0"),
+        ({"decay_factor": 0.0}, "decay_factor must be a number in"),
+        ({"decay_every": 0}, "decay_every must be a positive integer"),
+        ({"patience": 0}, "patience must be a positive integer"),
     ],
 )
 def test_set_params_refuses_bad_or_fixed_settings(params, message):
@@ -513,6 +535,9 @@ def test_bad_inputs_are_refused_before_any_work(X, y, message):
         {"hidden_layers": "128"},
         {"dtype": None},
         {"dtype": "float32 please"},
+        {"early_stopping": "yes"},
+        {"weight_decay": float("nan")},
+        {"decay_factor": 1.5},
     ],
 )
 def test_bad_constructor_arguments(kwargs):
