@@ -22,10 +22,10 @@ from numpy.typing import ArrayLike
 from PIL import Image, ImageDraw
 
 from .datasets import MNIST_CLASSES
-from .images import to_mnist
+from .images import MNIST_SIDE, to_mnist
 from .network import NNetworkExtended
 
-__all__ = ["PAD_SIDE", "PEN_WIDTH", "DigitPad", "bar_chart_html", "probabilities"]
+__all__ = ["PAD_SIDE", "PEN_WIDTH", "DigitPad", "bar_chart_html", "predict_drawing"]
 
 PAD_SIDE = 280
 """Side of the canvas in pixels: ten screen pixels for each pixel of a 28x28 digit."""
@@ -36,7 +36,7 @@ UPDATE_INTERVAL = 0.05
 """Seconds between two updates of the bars while the pen moves (always one when it lifts)."""
 
 
-def probabilities(model: NNetworkExtended, ink: ArrayLike) -> np.ndarray:
+def predict_drawing(model: NNetworkExtended, ink: ArrayLike) -> np.ndarray:
     """The network's class probabilities for a drawing: ``ink`` ``(height, width)``, 0 for
     the background, becomes an MNIST digit (:func:`~mnistnn.images.to_mnist`); ``(n_classes,)``.
     """
@@ -47,12 +47,11 @@ def bar_chart_html(proba: ArrayLike | None, classes: Sequence[str]) -> str:
     """The probabilities as an HTML bar chart, one row per class, the most likely one
     highlighted; ``None`` (nothing drawn yet) gives empty bars and an invitation to draw."""
     if proba is None:
-        proba, title = np.zeros(len(classes)), "draw a digit on the canvas"
+        proba, top, title = np.zeros(len(classes)), -1, "draw a digit on the canvas"
     else:
         proba = np.asarray(proba, dtype=np.float64)
-        best = int(np.argmax(proba))
-        title = f"most likely: {html.escape(classes[best])} ({proba[best]:.1%})"
-    top = int(np.argmax(proba)) if proba.any() else -1
+        top = int(np.argmax(proba))
+        title = f"most likely: {html.escape(classes[top])} ({proba[top]:.1%})"
     rows = []
     for k, (name, p) in enumerate(zip(classes, proba, strict=True)):
         color = "#2a7f3f" if k == top else "#8a8f98"
@@ -84,9 +83,9 @@ class DigitPad:
         classes: Sequence[str] = MNIST_CLASSES,
         pen_width: int = PEN_WIDTH,
     ) -> None:
-        if model.nodes_in != 28 * 28 or model.nodes_out != len(classes):
+        if model.nodes_in != MNIST_SIDE**2 or model.nodes_out != len(classes):
             raise ValueError(
-                f"the pad needs a network with 784 inputs and {len(classes)} outputs, "
+                f"the pad needs a network with {MNIST_SIDE**2} inputs and {len(classes)} outputs, "
                 f"got {model.nodes_in} and {model.nodes_out}"
             )
         self.model = model
@@ -116,7 +115,7 @@ class DigitPad:
         """The network's probabilities for the drawing, ``(n_classes,)``; None when blank."""
         if self._picture.getbbox() is None:
             return None
-        return probabilities(self.model, self._picture)
+        return predict_drawing(self.model, self._picture)
 
     # ------------------------------------------------------------------ drawing
     def pen_down(self, x: float, y: float) -> None:

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from mnistnn import MNIST_CLASSES, NNetworkExtended, datasets
-from mnistnn.drawing import PAD_SIDE, PEN_WIDTH, DigitPad, bar_chart_html, probabilities
+from mnistnn.drawing import PAD_SIDE, PEN_WIDTH, DigitPad, bar_chart_html, predict_drawing
 from mnistnn.images import load_image, to_mnist
 
 STROKE = [(140.0, 40.0), (140.0, 240.0)]
@@ -83,11 +83,11 @@ def test_bar_chart_html_escapes_class_names() -> None:
     assert "<b>&" not in chart and "&lt;b&gt;&amp;" in chart
 
 
-def test_probabilities_go_through_to_mnist(net: NNetworkExtended) -> None:
+def test_predict_drawing_goes_through_to_mnist(net: NNetworkExtended) -> None:
     ink = np.zeros((PAD_SIDE, PAD_SIDE), dtype=np.uint8)
     ink[40:240, 130:150] = 255
     expected = net.predict_proba(to_mnist(ink)[None])[0]
-    np.testing.assert_array_equal(probabilities(net, ink), expected)
+    np.testing.assert_array_equal(predict_drawing(net, ink), expected)
 
 
 # --------------------------------------------------------------------------- the pad
