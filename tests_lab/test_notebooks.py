@@ -230,8 +230,8 @@ def check_drawing(page: Page, lab: Lab, name: str) -> None:
 @pytest.mark.parametrize("name", notebook_params())
 def test_notebook_runs_in_jupyterlab(page: Page, lab: Lab, name: str) -> None:
     open_notebook(page, lab, name)
-    seconds = run_all(page, lab, name)
     try:
+        seconds = run_all(page, lab, name)
         notebook = save(page, lab, name)
         check_saved(notebook, name)
         bars, figures = check_page(page, notebook, name)
