@@ -22,8 +22,12 @@ from urllib.request import Request, urlopen
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
-# The user settings of the test's JupyterLab: no question about fetching Jupyter news.
-LAB_SETTINGS = {"@jupyterlab/apputils-extension/notification": {"fetchNews": "false"}}
+# The user settings of the test's JupyterLab: no question about fetching Jupyter news; each
+# cell's execution times saved in its metadata (the summary names the slowest cell).
+LAB_SETTINGS = {
+    "@jupyterlab/apputils-extension/notification": {"fetchNews": "false"},
+    "@jupyterlab/notebook-extension/tracker": {"recordTiming": True},
+}
 
 REPORT: list[str] = []
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,21 @@ def outputs_with(notebook: dict[str, Any], mime: str) -> list[dict[str, Any]]:
         for output in cell["outputs"]
         if mime in output.get("data", {})
     ]
+
+
+def slowest_cell(notebook: dict[str, Any]) -> str:
+    """ "the slowest, code cell N: S s", from the execution times JupyterLab recorded."""
+    seconds = {}
+    for number, cell in enumerate(code_cells(notebook), start=1):
+        timing = cell["metadata"].get("execution", {})
+        start, end = timing.get("iopub.execute_input"), timing.get("shell.execute_reply")
+        if start and end:
+            elapsed = datetime.fromisoformat(end) - datetime.fromisoformat(start)
+            seconds[number] = elapsed.total_seconds()
+    if not seconds:
+        return "no cell timings recorded"
+    worst = max(seconds, key=seconds.get)
+    return f"the slowest, code cell {worst}: {seconds[worst]:.1f} s"
 
 
 def check_saved(notebook: dict[str, Any], name: str) -> None:
@@ -236,8 +252,8 @@ def test_notebook_runs_in_jupyterlab(page: Page, lab: Lab, name: str) -> None:
         check_saved(notebook, name)
         bars, figures = check_page(page, notebook, name)
         report(
-            f"{name}: {len(code_cells(notebook))} code cells ran in {seconds:.1f} s, "
-            f"{bars} progress bars, {figures} figures"
+            f"{name}: {len(code_cells(notebook))} code cells ran in {seconds:.1f} s "
+            f"({slowest_cell(notebook)}), {bars} progress bars, {figures} figures"
         )
         if page.locator("canvas.mnistnn-canvas").count():
             check_drawing(page, lab, name)
