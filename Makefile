@@ -4,6 +4,7 @@
 #   make            create .venv and install the package with its lab + test extras
 #   make lab        ... then fetch the data and open JupyterLab on notebooks/
 #   make test       ... then fetch the data and run tests/ and every notebook (nbval)
+#   make test-lab   ... the notebooks in a real JupyterLab in headless Chromium (Playwright)
 #   make help       list every target
 #
 # Variables (override on the command line: `make test PYTHON=python3.12 PYTEST_ARGS="-k idx"`):
@@ -12,12 +13,15 @@
 #   LAB_ARGS     extra arguments for `jupyter lab`
 #   PYTEST_ARGS  extra arguments for pytest (e.g. `tests -x -q` to skip the notebooks)
 #   NB           notebook(s) for `make execute` (default: all of notebooks/)
+#   CHROMIUM     the browser of `make test-lab` (default /usr/bin/chromium, Debian's package);
+#                empty for Playwright's own (`.venv/bin/python -m playwright install chromium`)
 #   MNISTNN_DATA (environment) where the data lives; default: the checkout's data/
 
 PYTHON ?= python3
 VENV ?= .venv
 LAB_ARGS ?=
 PYTEST_ARGS ?=
+CHROMIUM ?= /usr/bin/chromium
 
 VENV_BIN := $(VENV)/bin
 VENV_PY := $(VENV_BIN)/python
@@ -29,10 +33,14 @@ KERNEL_DISPLAY := Python (mnistnn)
 # cache inside the checkout (a cache left half-written by another checkout's run could otherwise
 # make a notebook print font warnings, which nbval counts as a changed output).
 TEST_ENV := MNISTNN_PROGRESS=0 PYDEVD_DISABLE_FILE_VALIDATION=1 MPLCONFIGDIR=$(CURDIR)/.cache/matplotlib
+# The browser tests: progress bars on (they check that JupyterLab draws them), the chosen Chromium.
+LAB_TEST_ENV := PYDEVD_DISABLE_FILE_VALIDATION=1 MPLCONFIGDIR=$(CURDIR)/.cache/matplotlib \
+  MNISTNN_CHROMIUM=$(CHROMIUM)
 
 .DEFAULT_GOAL := install
 .DELETE_ON_ERROR:
-.PHONY: install data lab test execute lint images benchmark clean distclean help
+.PHONY: install data lab test test-lab test-lab-quick browser execute lint images benchmark clean \
+  distclean help
 
 install: $(STAMP) ## Create the venv (.venv), install the package (editable) with its lab + test extras, register the kernel
 
@@ -59,6 +67,24 @@ lab: install data ## Open JupyterLab on notebooks/ (extra arguments: LAB_ARGS=..
 test: install data ## Run tests/ and every notebook with nbval (extra arguments: PYTEST_ARGS=...)
 	$(TEST_ENV) $(VENV_PY) -m pytest $(PYTEST_ARGS)
 
+test-lab: install data browser ## Run every notebook in JupyterLab in headless Chromium, draw on notebook 06's pad (screenshots: tests_lab/screenshots/)
+	$(LAB_TEST_ENV) $(VENV_PY) -m pytest tests_lab $(PYTEST_ARGS)
+
+test-lab-quick: install data browser ## The same for notebooks 01, 02 and 06 only (CI runs it after `make test`)
+	$(LAB_TEST_ENV) $(VENV_PY) -m pytest tests_lab -m quick $(PYTEST_ARGS)
+
+# Debian's chromium, installed with apt-get when it is missing and we may (root, apt-get there).
+browser: ## Make sure test-lab has a browser: CHROMIUM, else Debian's chromium package (as root)
+	@if [ -z "$(CHROMIUM)" ] || [ -x "$(CHROMIUM)" ]; then exit 0; \
+	elif [ "$(CHROMIUM)" = /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 \
+	    && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian's chromium package for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+	  echo "error: no browser at $(CHROMIUM). Install Chromium (Debian, Ubuntu: 'apt-get install chromium'" >&2; \
+	  echo "       as root), or use Playwright's own: '$(VENV_BIN)/python -m playwright install chromium'," >&2; \
+	  echo "       then 'make test-lab CHROMIUM='." >&2; exit 1; fi
+
 execute: install data ## Re-execute notebooks in place as the tests run them, to refresh their stored outputs (NB=notebooks/03_backpropagation.ipynb; default: all)
 	$(TEST_ENV) $(VENV_BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 $(or $(NB),notebooks/*.ipynb)
 
@@ -72,7 +98,7 @@ benchmark: install data ## Time the training kernels
 	$(VENV_PY) benchmarks/run.py
 
 clean: ## Remove build artefacts and caches (keeps the venv and data/)
-	rm -rf build dist .pytest_cache .ruff_cache .make-stamps
+	rm -rf build dist .pytest_cache .ruff_cache .make-stamps tests_lab/screenshots
 	find . \( -path ./$(VENV) -o -path ./data -o -path ./.git \) -prune -o \
 	  \( -name __pycache__ -o -name '*.egg-info' -o -name .ipynb_checkpoints \) -type d \
 	  -prune -exec rm -rf {} +
@@ -94,4 +120,4 @@ help: ## List the targets
 	@echo "Usage: make [target] [PYTHON=python3] [VENV=.venv] [LAB_ARGS=...] [PYTEST_ARGS=...]"
 	@echo
 	@grep -E '^[a-z][a-z-]*:.*## ' $(firstword $(MAKEFILE_LIST)) \
-	  | awk 'BEGIN { FS = ":.*## " } { printf "  %-10s %s\n", $$1, $$2 }'
+	  | awk 'BEGIN { FS = ":.*## " } { printf "  %-15s %s\n", $$1, $$2 }'

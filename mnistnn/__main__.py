@@ -9,9 +9,10 @@
 
 ``python -m mnistnn ...`` is the same program.  This module only parses arguments and prints:
 the data comes from :mod:`mnistnn.datasets`, the networks from :mod:`mnistnn.network`, the
-file format from :mod:`mnistnn.modelfile`, the scores from :mod:`mnistnn.metrics`.  Any error
-prints one line ``mnistnn: error: ...`` on stderr and exits with status 2; a warning (e.g. a
-training run that diverged) prints one line ``mnistnn: warning: ...``; Ctrl-C exits with 130.
+file format from :mod:`mnistnn.modelfile`, the scores from :mod:`mnistnn.metrics`, the
+pixels of image files from :mod:`mnistnn.images`.  Any error prints one line
+``mnistnn: error: ...`` on stderr and exits with status 2; a warning (e.g. a training run that
+diverged) prints one line ``mnistnn: warning: ...``; Ctrl-C exits with 130.
 """
 
 from __future__ import annotations
@@ -25,16 +26,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import __version__, datasets, metrics
 from ._files import check_writable
 from .datasets import DatasetFetchError, DatasetSpec
 from .idx import IdxFormatError
+from .images import MNIST_SIDE, load_image
 from .modelfile import ModelFormatError, read_metadata
 from .network import NNetworkExtended, NNetworkMinimal, TrainingDivergedError
 
-__all__ = ["build_parser", "load_image", "main"]
+__all__ = ["build_parser", "main"]
 
 PROG = "mnistnn"
 DATASET_KEYS = list(datasets.DATASETS)  # ["mnist", "fashion"]
@@ -45,7 +46,6 @@ DEFAULT_HIDDEN = (128, 64)
 DEFAULT_EPOCHS = 10
 DEFAULT_BATCH_SIZE = 128
 DEFAULT_ITERATIONS = 5000  # the write-up's full-batch run
-IMAGE_SIDE = 28
 
 DATA_HOME_HELP = (
     "data folder (default: $MNISTNN_DATA, else the checkout's data/, else a user cache)"
@@ -63,7 +63,6 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     IdxFormatError,
     DatasetFetchError,
     TrainingDivergedError,
-    Image.DecompressionBombError,
     OSError,
     ValueError,
     MemoryError,
@@ -253,8 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="classify image files",
         description=(
             "Classify image files with a saved model. An image (grayscale or colour, at least "
-            "28x28 pixels, any aspect ratio) is padded to a square and resized to 28x28; a light "
-            "background is inverted, since MNIST digits are light on black."
+            "28x28 pixels, any aspect ratio) becomes an MNIST digit the way MNIST's were made: "
+            "cropped to the ink, fitted into a 20x20 box, centred by its centre of mass in "
+            "28x28. A light background is inverted, since MNIST digits are light on black."
         ),
     )
     predict.add_argument("model", type=Path, metavar="MODEL.npz", help="a saved model")
@@ -444,10 +444,10 @@ def _check_compatible(model: NNetworkExtended, spec: DatasetSpec, path: Path) ->
 def run_predict(args: argparse.Namespace) -> int:
     """Read every image first (one error stops everything), then classify them together."""
     model = load_any_model(args.model)
-    if model.nodes_in != IMAGE_SIDE * IMAGE_SIDE:
+    if model.nodes_in != MNIST_SIDE * MNIST_SIDE:
         raise CliError(
             f"{args.model}: the model takes {model.nodes_in} inputs, not "
-            f"{IMAGE_SIDE}x{IMAGE_SIDE} = {IMAGE_SIDE * IMAGE_SIDE} pixels"
+            f"{MNIST_SIDE}x{MNIST_SIDE} = {MNIST_SIDE * MNIST_SIDE} pixels"
         )
     key = args.dataset or _recorded_dataset(model)
     names = datasets.get_spec(key).classes if key else datasets.MNIST_CLASSES
@@ -463,58 +463,6 @@ def run_predict(args: argparse.Namespace) -> int:
         for k in order[: args.top]:
             print(f"  {names[k]:<{width}}  {p[k]:7.2%}")
     return 0
-
-
-def load_image(path: Path) -> tuple[np.ndarray, bool]:
-    """Read an image file as MNIST-like pixels: ``(uint8 (28, 28), inverted)``.
-
-    Colour becomes luminance and transparency is laid on white.  When the border of the image
-    is light on average, the image is inverted (MNIST is light on black); the border's level
-    then becomes 0 and the brightest pixel 255.  The image is padded to a square with the
-    background level and resized to 28x28 with Lanczos filtering.  It must be at least 28x28.
-    """
-    try:
-        with Image.open(path) as image:
-            gray = _luminance(ImageOps.exif_transpose(image))
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
-        raise
-    except UnidentifiedImageError:
-        raise CliError(f"{path}: not an image file (or a format Pillow cannot read)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise CliError(f"{path}: cannot read the image: {exc}") from None
-    height, width = gray.shape
-    if min(height, width) < IMAGE_SIDE:
-        raise CliError(
-            f"{path}: the image is {width}x{height} pixels; it must be at least "
-            f"{IMAGE_SIDE}x{IMAGE_SIDE}"
-        )
-    b = max(1, min(height, width) // IMAGE_SIDE)  # one pixel of the 28x28 result, roughly
-    border = np.concatenate(
-        [gray[:b].ravel(), gray[-b:].ravel(), gray[:, :b].ravel(), gray[:, -b:].ravel()]
-    )
-    inverted = bool(border.mean() > 127.5)
-    if inverted:
-        gray, border = 255.0 - gray, 255.0 - border
-    background = float(np.median(border))
-    if gray.max() > background:
-        gray = np.clip((gray - background) * (255.0 / (gray.max() - background)), 0.0, 255.0)
-        background = 0.0
-    side = max(height, width)
-    square = np.full((side, side), background, dtype=np.float32)
-    top, left = (side - height) // 2, (side - width) // 2
-    square[top : top + height, left : left + width] = gray
-    small = Image.fromarray(square).resize((IMAGE_SIDE, IMAGE_SIDE), Image.Resampling.LANCZOS)
-    return np.clip(np.rint(np.asarray(small)), 0, 255).astype(np.uint8), inverted
-
-
-def _luminance(image: Image.Image) -> np.ndarray:
-    """Gray levels 0..255 as float64 ``(height, width)``; 16-bit images are scaled down."""
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
-    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-        gray = np.asarray(image, dtype=np.float64)
-        return np.clip(gray / 257.0 if gray.max() > 255 else gray, 0.0, 255.0)
-    return np.asarray(image.convert("L"), dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- main

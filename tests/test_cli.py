@@ -406,10 +406,12 @@ def test_model_with_other_input_size(tmp_path: Path, image: Path) -> None:
 def test_image_errors(tmp_path: Path, untrained: Path, image: Path) -> None:
     (tmp_path / "fake.png").write_text("not an image at all\n")
     Image.fromarray(digit_like(10)).save(tmp_path / "tiny.png")
+    Image.new("1", (12_000, 12_000)).save(tmp_path / "huge.png")
     cases = {
         "fake.png": ["fake.png", "not an image"],
         "tiny.png": ["10x10", "at least 28x28"],
         "missing.png": ["missing.png", "No such file"],
+        "huge.png": ["huge.png: the image is 12000x12000 pixels", "scale it down"],
     }
     for name, fragments in cases.items():
         result = run_cli("predict", untrained, image, name, cwd=tmp_path)
@@ -427,38 +429,3 @@ def test_interrupt_exits_130(
     assert cli.main(["evaluate", str(tmp_path / "model.npz")]) == 130
     err = capsys.readouterr().err
     assert err.strip() == "mnistnn: interrupted" and "Traceback" not in err
-
-
-# --------------------------------------------------------------------------- image reading
-
-
-def test_load_image_keeps_mnist_pixels(tmp_path: Path) -> None:
-    digit = digit_like()
-    Image.fromarray(digit).save(tmp_path / "a.png")
-    pixels, inverted = cli.load_image(tmp_path / "a.png")
-    assert pixels.dtype == np.uint8 and pixels.shape == (28, 28)
-    np.testing.assert_array_equal(pixels, digit)
-    assert not inverted
-
-
-def test_load_image_normalises_other_encodings(tmp_path: Path) -> None:
-    digit = digit_like()
-    dark_on_light = 255 - digit
-    Image.fromarray(dark_on_light).save(tmp_path / "inverted.png")
-    Image.fromarray(dark_on_light.astype(np.uint16) * 257).save(tmp_path / "16bit.png")
-    rgba = np.zeros((28, 28, 4), dtype=np.uint8)
-    rgba[..., 3] = digit  # black ink on a transparent sheet
-    Image.fromarray(rgba).save(tmp_path / "transparent.png")
-    for name in ("inverted.png", "16bit.png", "transparent.png"):
-        pixels, inverted = cli.load_image(tmp_path / name)
-        np.testing.assert_array_equal(pixels, digit, err_msg=name)
-        assert inverted, name
-
-
-def test_load_image_pads_to_a_square(tmp_path: Path) -> None:
-    wide = np.zeros((28, 56), dtype=np.uint8)
-    wide[:, :28] = digit_like()
-    Image.fromarray(wide).save(tmp_path / "wide.png")
-    pixels, _ = cli.load_image(tmp_path / "wide.png")
-    assert pixels[:7].max() == 0 and pixels[-7:].max() == 0  # the padding above and below
-    assert pixels[:, :14].max() > 0 and pixels[:, 14:].max() == 0  # the digit is on the left
