@@ -9,6 +9,7 @@ The public names, handed on from the modules that define them:
 - :mod:`mnistnn.modelfile`: ``ModelFormatError`` (models are saved with ``.save``/``.load``)
 """
 
+from . import reference
 from .datasets import (
     FASHION_MNIST_CLASSES,
     MNIST_CLASSES,
@@ -48,5 +49,6 @@ __all__ = [
     "load_fashion_mnist",
     "load_mnist",
     "read_idx",
+    "reference",
     "write_idx",
 ]
