@@ -41,7 +41,7 @@ import numba
 import numpy as np
 
 import mnistnn
-from mnistnn import kernels
+from mnistnn import kernels, reference
 
 try:
     import torch
@@ -166,55 +166,27 @@ def take_turns(
     return times, cpu
 
 
-def describe_first_layer(net: mnistnn.NNetworkExtended, X: np.ndarray, spread: str) -> None:
-    """Print which first-layer kernel ``net`` uses and what listing the nonzero pixels costs."""
-    if kernels.uses_sparse_pixels(net.layer_sizes):
-        flat = X.reshape(X.shape[0], -1)
-        once = statistics.median([timed(lambda: kernels.sparse_pixels(flat)) for _ in range(3)])
-        print(
-            f"  (b) first layer works on the nonzero pixels only; listing them costs "
-            f"{once * 1e3:.0f} ms once per fit call (spread over {spread})"
-        )
-    else:
-        print(
-            "  (b) first layer reads the dense uint8 pixels "
-            "(skipping zeros does not pay at its width)"
-        )
+def describe_first_layer(X: np.ndarray, spread: str) -> None:
+    """Print what listing the nonzero pixels costs (every first layer works on them only)."""
+    flat = X.reshape(X.shape[0], -1)
+    once = statistics.median([timed(lambda: kernels.sparse_pixels(flat)) for _ in range(3)])
+    print(
+        f"  (b) first layer works on the nonzero pixels only; listing them costs "
+        f"{once * 1e3:.0f} ms once per fit call (spread over {spread})"
+    )
 
 
 # ---------------------------------------------------------------------------- (1) full batch
 
 
-def reference_setup(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The write-up's inputs, made once: ``I`` ``(784, N)`` float64 in [0, 1] and the one-hot
-    labels ``L`` ``(10, N)``."""
-    N = X.shape[0]
-    I = X.reshape(N, -1).T / 255.0  # noqa: E741 (the write-up's name and layout)
-    L = np.zeros((10, N))
-    L[y, np.arange(N)] = 1.0
-    return I, L
-
-
-def reference_step(p: Params, I: np.ndarray, L: np.ndarray, alpha: float) -> None:  # noqa: E741
-    """One full-batch iteration in plain NumPy, as the write-up writes it; updates
-    ``p = [W (10, 784), B (10, 1), w (10, 10), b (10, 1)]`` in place."""
-    W, B, w, b = p
-    N = I.shape[1]
-    H = W.dot(I) + B
-    Hh = np.maximum(H, 0.0)
-    O = w.dot(Hh) + b  # noqa: E741
-    E = np.exp(O - O.max(axis=0))
-    Oh = E / E.sum(axis=0)
-    dO = Oh - L
-    dw = dO.dot(Hh.T) / N
-    db = dO.sum(axis=1, keepdims=True) / N
-    dH = w.T.dot(dO) * (H > 0)
-    dW = dH.dot(I.T) / N
-    dB = dH.sum(axis=1, keepdims=True) / N
-    W -= alpha * dW
-    B -= alpha * dB
-    w -= alpha * dw
-    b -= alpha * db
+def reference_step(
+    weights: Params, biases: Params, I: np.ndarray, y: np.ndarray, alpha: float  # noqa: E741
+) -> None:
+    """One full-batch iteration in plain NumPy, the write-up's equations as
+    :mod:`mnistnn.reference` writes them: ``W = W - alpha * dW`` for every array, in place."""
+    _, dWs, dBs = reference.backward(weights, biases, I, y)
+    for p, g in zip(weights + biases, dWs + dBs, strict=True):
+        p -= alpha * g
 
 
 def torch_full_batch_step(p: list[Any], X: Any, L: Any, alpha: float) -> None:
@@ -245,46 +217,42 @@ def bench_minimal(repeats: int, iterations: int) -> None:
     start = [a.copy() for a in (net.weights[0], net.biases[0], net.weights[1], net.biases[1])]
 
     began = time.perf_counter()
-    I, L = reference_setup(X, y)  # noqa: E741
+    I = reference.inputs(X)  # noqa: E741 (the write-up's name)
     seconds = time.perf_counter() - began
     print(
         f"  (a) setup: I = X.reshape(N, -1).T / 255 as float64: {I.nbytes / 1e6:.0f} MB "
         f"(the uint8 pixels: {X.nbytes / 1e6:.0f} MB), made once in {seconds:.2f} s"
     )
-    ref = [
-        start[0].astype(np.float64),
-        start[1].astype(np.float64)[:, None],
-        start[2].astype(np.float64),
-        start[3].astype(np.float64)[:, None],
-    ]
+    ref_w = [start[0].astype(np.float64), start[2].astype(np.float64)]
+    ref_b = [start[1].astype(np.float64), start[3].astype(np.float64)]
 
     impls: dict[str, Callable[[], None]] = {}
     per_call: dict[str, int] = {}
-    impls["(a) NumPy float64 reference"] = lambda: reference_step(ref, I, L, alpha)
+    impls["(a) NumPy float64 reference"] = lambda: reference_step(ref_w, ref_b, I, y, alpha)
     per_call["(a) NumPy float64 reference"] = 1
     impls["(b) mnistnn NNetworkMinimal.fit"] = lambda: net.fit(X, y)
     per_call["(b) mnistnn NNetworkMinimal.fit"] = iterations
 
     warm = 2  # warm-up iterations, from the same start for everyone: also a correctness check
     for _ in range(warm):
-        reference_step(ref, I, L, alpha)
+        reference_step(ref_w, ref_b, I, y, alpha)
     net.maxiterations = warm
     first = timed(lambda: net.fit(X, y))
     print(f"  (b) first fit (Numba compiles, or loads its on-disk cache): {first:.2f} s")
-    describe_first_layer(net, X, f"its {iterations} iterations")
+    describe_first_layer(X, f"its {iterations} iterations")
     net.maxiterations = iterations
-    diffs = [f"(b) {np.abs(net.weights[0] - ref[0]).max():.1e}"]
+    diffs = [f"(b) {np.abs(net.weights[0] - ref_w[0]).max():.1e}"]
 
     if torch is not None:
         Xt = torch.from_numpy(X.reshape(X.shape[0], -1).astype(np.float32) / np.float32(255))
-        Lt = torch.from_numpy(np.ascontiguousarray(L.T, dtype=np.float32))
+        Lt = torch.from_numpy(reference.one_hot(y, 10).T.astype(np.float32))
         tp = [torch.from_numpy(a.astype(np.float32)) for a in start]
         name = "(c) PyTorch float32, by hand"
         impls[name] = lambda: [torch_full_batch_step(tp, Xt, Lt, alpha) for _ in range(iterations)]
         per_call[name] = iterations
         for _ in range(warm):
             torch_full_batch_step(tp, Xt, Lt, alpha)
-        diffs.append(f"(c) {np.abs(tp[0].numpy() - ref[0]).max():.1e}")
+        diffs.append(f"(c) {np.abs(tp[0].numpy() - ref_w[0]).max():.1e}")
     print(f"  after {warm} iterations from the same weights, max |W - W_(a)|: {', '.join(diffs)}")
     print(
         f"  (a) runs 1 iteration per repeat; (b) and (c) run {iterations} and report the mean; "
@@ -316,54 +284,10 @@ def bench_minimal(repeats: int, iterations: int) -> None:
 # ---------------------------------------------------------------------------- (2) one epoch
 
 
-def numpy_sgd_epoch(
-    p: Params,
-    v: Params,
-    X: np.ndarray,
-    y: np.ndarray,
-    order: np.ndarray,
-    bs: int,
-    lr: float,
-    momentum: float,
-) -> None:
-    """One epoch of mini-batch SGD with momentum in plain NumPy float32.
-
-    ``X`` ``(N, 784)`` float32 in [0, 1]; ``p`` = ``[W1, b1, W2, b2, ...]`` with ``W`` of shape
-    ``(n_out, n_in)``; ``v`` the velocities, same shapes.  ReLU hidden layers, softmax output.
-    """
-    n_layers = len(p) // 2
-    for s in range(0, order.shape[0], bs):
-        idx = order[s : s + bs]
-        m = idx.shape[0]
-        acts = [X[idx]]
-        for layer in range(n_layers):
-            Z = acts[-1] @ p[2 * layer].T + p[2 * layer + 1]
-            acts.append(np.maximum(Z, 0.0) if layer < n_layers - 1 else Z)
-        Z = acts.pop()
-        E = np.exp(Z - Z.max(axis=1, keepdims=True))
-        dZ = E / E.sum(axis=1, keepdims=True)
-        dZ[np.arange(m), y[idx]] -= 1.0
-        dZ /= np.float32(m)
-        grads: Params = [np.empty(0)] * len(p)
-        for layer in range(n_layers - 1, -1, -1):
-            grads[2 * layer] = dZ.T @ acts[layer]
-            grads[2 * layer + 1] = dZ.sum(axis=0)
-            if layer:
-                dZ = (dZ @ p[2 * layer]) * (acts[layer] > 0)
-        for param, vel, g in zip(p, v, grads, strict=True):
-            vel *= np.float32(momentum)
-            vel -= np.float32(lr) * g
-            param += vel
-
-
-def numpy_accuracy(p: Params, X: np.ndarray, y: np.ndarray) -> float:
-    """Accuracy of the NumPy network ``p`` on ``X`` ``(N, 784)`` float32 in [0, 1]."""
-    A = X
-    for layer in range(len(p) // 2):
-        A = A @ p[2 * layer].T + p[2 * layer + 1]
-        if layer < len(p) // 2 - 1:
-            A = np.maximum(A, 0.0)
-    return float(np.mean(np.argmax(A, axis=1) == y))
+def numpy_accuracy(weights: Params, biases: Params, X: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy of the NumPy network on images ``X`` (uint8), by :mod:`mnistnn.reference`."""
+    proba = reference.predict_proba(weights, biases, reference.inputs(X, weights[0].dtype))
+    return float(np.mean(proba.argmax(axis=0) == y))
 
 
 def bench_epoch(epochs: int) -> None:
@@ -390,8 +314,8 @@ def bench_epoch(epochs: int) -> None:
 
     Xf = X.reshape(N, -1).astype(np.float32) / np.float32(255)
     Xte_f = Xte.reshape(Xte.shape[0], -1).astype(np.float32) / np.float32(255)
-    npp = [a.copy() for a in start]
-    npv = [np.zeros_like(a) for a in start]
+    np_w, np_b = [a.copy() for a in start[0::2]], [a.copy() for a in start[1::2]]
+    np_v = [np.zeros_like(a) for a in np_w + np_b]
     rng = np.random.default_rng(0)
 
     impls: dict[str, Callable[[], None]] = {}
@@ -431,13 +355,13 @@ def bench_epoch(epochs: int) -> None:
 
         impls[torch_name] = torch_epoch
         accuracy[torch_name] = torch_accuracy
-    numpy_name = "(a') NumPy float32 loop"
-    impls[numpy_name] = lambda: numpy_sgd_epoch(
-        npp, npv, Xf, y, rng.permutation(N), bs, lr, momentum
+    numpy_name = "(a') NumPy float32, mnistnn.reference"
+    impls[numpy_name] = lambda: reference.train_epoch(
+        np_w, np_b, X, y, rng.permutation(N), bs, np_v, lr, momentum
     )
-    accuracy[numpy_name] = lambda: numpy_accuracy(npp, Xte_f, yte)
+    accuracy[numpy_name] = lambda: numpy_accuracy(np_w, np_b, Xte, yte)
 
-    describe_first_layer(net, X, "the epoch")
+    describe_first_layer(X, "the epoch")
     for name, fn in impls.items():  # warm-up epoch (the package compiles or loads its cache)
         print(f"  warm-up epoch {name}: {timed(fn):.2f} s", flush=True)
     rest = f"each after a rest of {PAUSE} s"

@@ -183,6 +183,7 @@ class NNetworkExtended:
         self.layer_sizes = (self.nodes_in, *self.hidden_layers, self.nodes_out)
         _check_memory(self.layer_sizes, self.dtype)
         self._sizes = np.asarray(self.layer_sizes, dtype=np.int64)
+        self._plan = kernels.Plan(self.layer_sizes)
         self._offsets = kernels.layout(self.layer_sizes)
         self._entropy = np.random.SeedSequence(seed).entropy  # fixes the validation split
         self._rng = np.random.default_rng(np.random.SeedSequence(self._entropy))
@@ -322,22 +323,24 @@ class NNetworkExtended:
         return X, np.ascontiguousarray(y, dtype=np.int64)
 
     # ------------------------------------------------------------------ inference
-    def _buffer(self, m: int, gradients: bool = False) -> np.ndarray:
-        """Work space of the kernels for batches of up to ``m`` samples (with room for partial
-        gradients if ``gradients``)."""
-        return np.empty(kernels.work_size(self._sizes, m, gradients), dtype=self.dtype)
+    def _workspace(self, m: int, gradients: bool = True) -> kernels.Workspace:
+        """The kernels' arrays for batches of up to ``m`` images (see
+        :class:`mnistnn.kernels.Plan`), checked against the plan before any kernel uses them."""
+        work = self._plan.workspace(m, self.dtype, gradients)
+        self._plan.check(work, m, gradients)
+        return work
 
     def _inputs(self, X: np.ndarray) -> tuple:
         """The images as the kernels read them: their nonzero pixels, listed once
         (:func:`mnistnn.kernels.sparse_pixels`)."""
         return kernels.sparse_pixels(X)
 
-    def _backward(self, *args: Any) -> float:
-        """:func:`mnistnn.kernels.backward` by the path this network takes (only its kernels
-        are compiled): one pass per image for a narrow network, else layer by layer."""
-        if kernels.is_narrow(self.layer_sizes):
-            return kernels.narrow_backward(self._theta, self._offsets, self._sizes, *args)
-        return kernels.layered_backward(self._theta, self._offsets, self._sizes, *args)
+    def _backward(self, pixels: tuple, y: np.ndarray, rows: np.ndarray, work) -> float:
+        """The gradients of the mean loss on images ``rows`` into ``work.grad`` by the path of
+        this network's plan (only its kernels are compiled): one pass per image for a narrow
+        network, else layer by layer.  Returns the mean loss."""
+        backward = kernels.narrow_backward if self._plan.one_pass else kernels.layered_backward
+        return backward(self._theta, self._offsets, self._sizes, pixels, y, rows, work)
 
     @_announces_compiling
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -345,7 +348,7 @@ class NNetworkExtended:
         X = self._check_X(X)
         data = self._inputs(X)
         out = np.empty((X.shape[0], self.nodes_out), dtype=self.dtype)
-        buf = self._buffer(min(PREDICT_CHUNK, X.shape[0]))
+        buf = self._workspace(min(PREDICT_CHUNK, X.shape[0]), gradients=False).buf
         for start in range(0, X.shape[0], PREDICT_CHUNK):
             rows = np.arange(start, min(X.shape[0], start + PREDICT_CHUNK))
             out[rows] = kernels.predict_proba(
@@ -357,19 +360,18 @@ class NNetworkExtended:
         """Predicted class of each image, shape ``(N,)``, int64."""
         return np.argmax(self.predict_proba(X), axis=1)
 
-    def _eval_buffers(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Work buffer, per-sample losses and hits for :meth:`_evaluate` on up to ``n`` images."""
-        m = min(PREDICT_CHUNK, n)
-        return self._buffer(m), np.empty(m, dtype=self.dtype), np.empty(m, dtype=np.bool_)
+    def _eval_buffers(self, n: int) -> kernels.Workspace:
+        """The workspace of :meth:`_evaluate` on up to ``n`` images (in chunks)."""
+        return self._workspace(min(PREDICT_CHUNK, n), gradients=False)
 
     @_announces_compiling
     def _evaluate(
-        self, data: tuple, y: np.ndarray, rows: np.ndarray, buffers: tuple | None = None
+        self, data: tuple, y: np.ndarray, rows: np.ndarray, work: kernels.Workspace | None = None
     ) -> tuple[float, float]:
-        """Mean cross-entropy and accuracy on images ``rows`` of ``data``, in chunks; ``buffers``
+        """Mean cross-entropy and accuracy on images ``rows`` of ``data``, in chunks; ``work``
         from :meth:`_eval_buffers` (made here if not given)."""
         total_loss, hits = 0.0, 0.0
-        buf, losses, correct = buffers or self._eval_buffers(rows.shape[0])
+        work = work or self._eval_buffers(rows.shape[0])
         for start in range(0, rows.shape[0], PREDICT_CHUNK):
             chunk = rows[start : start + PREDICT_CHUNK]
             m = chunk.shape[0]
@@ -380,9 +382,7 @@ class NNetworkExtended:
                 data,
                 y,
                 chunk,
-                buf,
-                losses[:m],
-                correct[:m],
+                work._replace(losses=work.losses[:m], correct=work.correct[:m]),
             )
             total_loss += loss * m
             hits += acc * m
@@ -404,12 +404,9 @@ class NNetworkExtended:
         shaped like ``weights`` and ``biases``."""
         X, y = self._check_Xy(X, y)
         rows = np.arange(X.shape[0])
-        grad = np.empty_like(self._theta)
-        losses = np.empty(X.shape[0], dtype=self.dtype)
-        correct = np.empty(X.shape[0], dtype=np.bool_)
-        buf = self._buffer(X.shape[0], gradients=True)
-        self._backward(self._inputs(X), y, rows, buf, grad, losses, correct)
-        return self._views(grad)
+        work = self._workspace(X.shape[0])
+        self._backward(self._inputs(X), y, rows, work)
+        return self._views(work.grad)
 
     # ------------------------------------------------------------------ training
     def _split(self, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -480,7 +477,7 @@ class NNetworkExtended:
 
     def _record(self, step: str, value: int, loss: float, acc: float, data, y, val) -> None:
         """Append one row to the history (plus validation scores if there is a split: ``val`` is
-        ``(val_rows, buffers)``, else None)."""
+        ``(val_rows, workspace)``, else None)."""
         for key, v in ((step, value), ("loss", loss), ("train_accuracy", acc)):
             self.history.setdefault(key, []).append(v)
         if val is not None:
@@ -493,16 +490,6 @@ class NNetworkExtended:
             f"training diverged at {where}: the loss ({loss:.4g}) or the updated parameters are "
             f"not finite. The parameters are kept from the last good step; try a smaller "
             f"learning rate (alpha={self.alpha})."
-        )
-
-    def _workspace(self, m: int) -> tuple:
-        """Work arrays of the kernels for batches of ``m`` images: the work buffer, the gradient,
-        per-sample losses and hits."""
-        return (
-            self._buffer(m, gradients=True),
-            np.empty_like(self._theta),
-            np.empty(m, dtype=self.dtype),
-            np.empty(m, dtype=np.bool_),
         )
 
     def _alpha_at(self, step: int) -> float:
@@ -525,13 +512,12 @@ class NNetworkExtended:
     def _step(self, data, y, rows, work, alpha: float, decay: np.ndarray) -> tuple:
         """One full-batch iteration, the write-up's ``W = W - alpha dW``: ``(loss, accuracy,
         updated)``, measured before the update; not updated if it would not be finite."""
-        buf, grad, losses, correct = work
-        loss = self._backward(data, y, rows, buf, grad, losses, correct)
+        loss = self._backward(data, y, rows, work)
         t = self._theta.dtype.type
         updated = math.isfinite(loss) and kernels.update(
-            self._theta, grad, self._velocity, t(alpha), t(self.momentum), decay
+            self._theta, work.grad, self._velocity, t(alpha), t(self.momentum), decay
         )
-        return loss, float(np.count_nonzero(correct) / rows.shape[0]), updated
+        return loss, float(np.count_nonzero(work.correct) / rows.shape[0]), updated
 
     def _fit_full_batch(self, data, y, rows, val) -> _Best | None:
         """The write-up's training: every iteration uses every training image."""
@@ -556,8 +542,7 @@ class NNetworkExtended:
     def _fit_mini_batch(self, data, y, rows, val) -> _Best | None:
         """Mini-batch SGD: each epoch reshuffles the training rows with the seeded generator."""
         bs = min(self.batch_size, rows.shape[0])  # no buffers for more images than there are
-        buf, grad, losses, correct = self._workspace(bs)
-        decay, t = self._decay(), self._theta.dtype.type
+        work, decay, t = self._workspace(bs), self._decay(), self._theta.dtype.type
         start = len(self.history.get("epoch", []))
         best = _Best(self) if self.early_stopping else None
         with tqdm(
@@ -566,9 +551,8 @@ class NNetworkExtended:
             for epoch in range(start + 1, start + self.epochs + 1):
                 order = rows[self._rng.permutation(rows.shape[0])]
                 loss, acc, done = kernels.train_epoch(
-                    self._theta, self._offsets, self._sizes, data, y, order, bs, buf, grad,
-                    self._velocity, t(self._alpha_at(epoch)), t(self.momentum), decay, losses,
-                    correct,
+                    self._theta, self._offsets, self._sizes, data, y, order, bs, work,
+                    self._velocity, (t(self._alpha_at(epoch)), t(self.momentum), decay),
                 )
                 if done < -(-order.shape[0] // bs):
                     raise self._diverged(f"epoch {epoch}, batch {done + 1}", loss)

@@ -7,6 +7,8 @@ of the kernels, and against central finite differences of the loss.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tracemalloc
 import warnings
 
@@ -100,12 +102,10 @@ def test_one_pass_and_layer_by_layer_give_the_same_bits(dtype):
     pixels, rows, m = kernels.sparse_pixels(X), np.arange(1500), 1500
     results = []
     for backward in (kernels.narrow_backward, kernels.layered_backward):
-        buf = np.zeros(kernels.work_size(net._sizes, m), net._theta.dtype)
-        grad, losses = np.zeros_like(net._theta), np.empty(m, net._theta.dtype)
-        correct = np.empty(m, np.bool_)
-        args = (net._theta, net._offsets, net._sizes, pixels, y.astype(np.int64), rows, buf)
-        loss = backward(*args, grad, losses, correct)
-        results.append((loss, grad, losses, correct))
+        work = kernels.Plan(net.layer_sizes).workspace(m, net.dtype)
+        args = (net._theta, net._offsets, net._sizes, pixels, y.astype(np.int64), rows, work)
+        loss = backward(*args)
+        results.append((loss, work.grad, work.losses, work.correct))
     (loss1, *arrays1), (loss2, *arrays2) = results
     assert loss1 == loss2
     for a, b in zip(arrays1, arrays2, strict=True):
@@ -666,3 +666,25 @@ def test_probabilities_and_loss_match_a_numpy_forward_pass(nodes_out):
     P /= P.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(net.predict_proba(X), P, rtol=1e-12, atol=1e-15)
     assert net.loss(X, y) == pytest.approx(-np.log(P[np.arange(300), y]).mean(), rel=1e-12)
+
+
+def test_importing_the_package_does_not_load_numba(tmp_path):
+    """Notebook 01 trains nothing: ``import mnistnn`` must not pay for Numba."""
+    loaded = "'numba' in sys.modules, 'mnistnn.kernels.dense' in sys.modules"
+    probe = f"import sys, mnistnn; print({loaded})"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_a_workspace_too_small_is_refused_before_any_kernel_runs():
+    plan = kernels.Plan((64, 70, 20, 4))
+    small = plan.workspace(100, "float32")
+    plan.check(small, 100)  # its own size is fine
+    with pytest.raises(ValueError, match="needs"):
+        plan.check(small, 101)
+    with pytest.raises(ValueError, match="gradient holds"):
+        kernels.Plan((64, 71, 20, 4)).check(small, 50)
+    assert plan.describe() == "70 units on the nonzero pixels, 20 units dense, 4 units dense"
+    assert kernels.Plan((784, 10, 10)).one_pass

@@ -1,4 +1,5 @@
-"""Tests of the explicit arithmetic in :mod:`mnistnn.simd`, compiled in small Numba functions.
+"""Tests of the explicit arithmetic in :mod:`mnistnn.kernels.simd`, compiled in small Numba
+functions.
 
 They check the values (against NumPy in float64) and that wrong types are refused when Numba
 compiles; not that the multiply-adds are fused, which a CPU without FMA may legally skip.
@@ -18,7 +19,7 @@ from numba import njit
 from numba.core.errors import TypingError
 
 import mnistnn
-from mnistnn.simd import (
+from mnistnn.kernels.simd import (
     LANES,
     compress_nonzero,
     fma,
@@ -309,8 +310,9 @@ print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
 
 
 def test_editing_the_intrinsics_recompiles_the_cached_kernels(tmp_path):
-    """A kernel cached by Numba is keyed to its own file (``kernels.py``); the intrinsics of
-    ``simd.py`` compiled into it count too, so editing them alone must not load old machine code."""
+    """A kernel cached by Numba is keyed to its own file (``pixels.py``); the intrinsics of
+    ``simd.py`` compiled into it count too, so editing them alone must not load old machine
+    code (``kernels/cache.py`` stamps every kernel with all the package's files)."""
     package = Path(mnistnn.__file__).parent
     shutil.copytree(package, tmp_path / "mnistnn", ignore=shutil.ignore_patterns("__pycache__"))
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
@@ -329,7 +331,7 @@ def test_editing_the_intrinsics_recompiles_the_cached_kernels(tmp_path):
 
     assert hits_and_misses() == (0, 1)  # an empty cache: compiled
     assert hits_and_misses() == (1, 0)  # nothing changed: loaded
-    with open(tmp_path / "mnistnn" / "simd.py", "a") as simd:
+    with open(tmp_path / "mnistnn" / "kernels" / "simd.py", "a") as simd:
         simd.write("\n# an edit of the intrinsics\n")
-    assert hits_and_misses() == (0, 1)  # recompiled, though kernels.py is unchanged
+    assert hits_and_misses() == (0, 1)  # recompiled, though pixels.py is unchanged
     assert hits_and_misses() == (1, 0)

@@ -39,7 +39,7 @@ and for a row of ``n <= 16`` values (a softmax over ten classes):
     vfind(v, s)         the first lane equal to ``s`` (16 if none)
     vexp(v)             ``exp`` of every lane (see :func:`vexp`)
 
-and to list nonzero pixels (:func:`mnistnn.kernels.sparse_pixels`):
+and to list nonzero pixels (:func:`mnistnn.kernels.pixels.sparse_pixels`):
 
     compress_nonzero(X, i, k, indices, values, q)   the nonzero ones of ``X[i, k:k+16]``, one after
                         another from ``values[q]`` (their columns from ``indices[q]``); returns
@@ -47,26 +47,20 @@ and to list nonzero pixels (:func:`mnistnn.kernels.sparse_pixels`):
 
 The kernels keep every ``vload``/``vstore`` inside arrays whose rows are at least 16 wide, and
 ``vloadn``/``vstoren``'s ``n`` at most the row's width.
-
-These intrinsics are compiled into the kernels that call them, but Numba keys a cached kernel to
-its own file only.  So importing this module also teaches Numba's cache that every compiled
-function of this package depends on this file too (:class:`_WithIntrinsicsLocator`): editing it
-recompiles the kernels instead of loading machine code built from the old intrinsics.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-from pathlib import Path
 
 import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.core import caching, cgutils
+from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-LANES = 16
+from .plan import LANES
+
 _I32 = ir.IntType(32)
 
 
@@ -591,54 +585,3 @@ def compress_nonzero(typingctx, X, i, k, indices, values, q):
         return builder.zext(builder.call(ctpop, [bits]), context.get_value_type(types.intp))
 
     return types.intp(X, i, k, indices, values, q), codegen
-
-
-_SOURCE = Path(__file__).resolve()
-# The intrinsics this process compiles with: hashed once, so that code compiled before an edit of
-# this file is never stamped as built from the edited one.
-_SOURCE_SHA256 = hashlib.sha256(_SOURCE.read_bytes()).hexdigest()
-
-
-class _WithIntrinsicsLocator(caching._CacheLocator):
-    """Numba cache locator for the functions of this package: the place Numba's own locator picks,
-    with a source stamp made of the function's file *and* this file (``_SOURCE_SHA256``)."""
-
-    _numba_locators = tuple(caching.CacheImpl._locator_classes)
-
-    def __init__(self, inner: caching._CacheLocator) -> None:
-        self._inner = inner
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._inner.get_cache_path()!r})"
-
-    def ensure_cache_path(self) -> None:
-        """Create the cache directory, as Numba's locator would."""
-        self._inner.ensure_cache_path()
-
-    def get_cache_path(self) -> str:
-        """The directory Numba's locator chose."""
-        return self._inner.get_cache_path()
-
-    def get_disambiguator(self) -> str:
-        """Numba's disambiguator (the function's line number)."""
-        return self._inner.get_disambiguator()
-
-    def get_source_stamp(self) -> tuple:
-        """Changes whenever the function's file or this file changes."""
-        return (self._inner.get_source_stamp(), _SOURCE_SHA256)
-
-    @classmethod
-    def from_function(cls, py_func, py_file: str) -> _WithIntrinsicsLocator | None:
-        """A locator for functions defined in this package, None for all others."""
-        if Path(py_file).resolve().parent != _SOURCE.parent:
-            return None
-        for locator in cls._numba_locators:
-            inner = locator.from_function(py_func, py_file)
-            if inner is not None:
-                return cls(inner)
-        return None
-
-
-_registered = caching.CacheImpl._locator_classes  # Numba's list, tried in order
-if not any(c.__name__ == _WithIntrinsicsLocator.__name__ for c in _registered):  # once, if reloaded
-    _registered.insert(0, _WithIntrinsicsLocator)
