@@ -30,6 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import kernels
+from .backends import BACKENDS
 from .datasets import progress_enabled
 from .modelfile import ModelFormatError, load_model, save_model
 
@@ -132,6 +133,9 @@ class NNetworkExtended:
         over the history; None keeps it constant.
     seed : seed of the ``numpy.random.Generator`` for weights, shuffling and the validation split.
     dtype : ``"float32"`` (fast) or ``"float64"`` (for gradient checks).
+    backend : ``"numba"``, the fast kernels, or ``"numpy"``, the plain NumPy reference of
+        :mod:`mnistnn.reference` (the same numbers up to rounding; it also takes float images
+        that are not raw pixels, e.g. centred ones).
     progress : show a tqdm progress bar in ``fit``; None follows ``MNISTNN_PROGRESS``.
     """
 
@@ -154,8 +158,13 @@ class NNetworkExtended:
         decay_factor: float = 0.1,
         seed: int | None = None,
         dtype: str = "float32",
+        backend: str = "numba",
         progress: bool | None = None,
     ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
+        self.backend = backend
+        self._backend = BACKENDS[backend]
         self.nodes_in = _positive_int("nodes_in", nodes_in)
         self.hidden_layers = _hidden_layers(hidden_layers)
         self.nodes_out = _nodes_out(nodes_out)
@@ -292,10 +301,12 @@ class NNetworkExtended:
         if not np.all(np.isfinite(X)):
             raise ValueError("X contains NaN or infinite values")
         low, high = X.min(), X.max()
+        if self.backend == "numpy":  # any numbers: e.g. centred images
+            return np.ascontiguousarray(X, dtype=self.dtype)
         if low < 0 or high > 255:
             raise ValueError(
                 f"X must hold raw pixels in 0..255 (the network divides by 255 itself); "
-                f"got values from {low} to {high}"
+                f"got values from {low} to {high} (backend='numpy' takes any numbers)"
             )
         if np.issubdtype(X.dtype, np.floating) and 0 < high <= 1:
             _warn(
@@ -330,17 +341,14 @@ class NNetworkExtended:
         self._plan.check(work, m, gradients)
         return work
 
-    def _inputs(self, X: np.ndarray) -> tuple:
-        """The images as the kernels read them: their nonzero pixels, listed once
-        (:func:`mnistnn.kernels.sparse_pixels`)."""
-        return kernels.sparse_pixels(X)
+    def _inputs(self, X: np.ndarray) -> Any:
+        """The images as the backend reads them, made once per call (:mod:`mnistnn.backends`)."""
+        return self._backend.inputs(X)
 
-    def _backward(self, pixels: tuple, y: np.ndarray, rows: np.ndarray, work) -> float:
-        """The gradients of the mean loss on images ``rows`` into ``work.grad`` by the path of
-        this network's plan (only its kernels are compiled): one pass per image for a narrow
-        network, else layer by layer.  Returns the mean loss."""
-        backward = kernels.narrow_backward if self._plan.one_pass else kernels.layered_backward
-        return backward(self._theta, self._offsets, self._sizes, pixels, y, rows, work)
+    def _backward(self, data: Any, y: np.ndarray, rows: np.ndarray, work) -> float:
+        """The gradients of the mean loss on images ``rows`` into ``work.grad``; returns the mean
+        loss."""
+        return self._backend.backward(self, data, y, rows, work)
 
     @_announces_compiling
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -348,12 +356,10 @@ class NNetworkExtended:
         X = self._check_X(X)
         data = self._inputs(X)
         out = np.empty((X.shape[0], self.nodes_out), dtype=self.dtype)
-        buf = self._workspace(min(PREDICT_CHUNK, X.shape[0]), gradients=False).buf
+        work = self._workspace(min(PREDICT_CHUNK, X.shape[0]), gradients=False)
         for start in range(0, X.shape[0], PREDICT_CHUNK):
             rows = np.arange(start, min(X.shape[0], start + PREDICT_CHUNK))
-            out[rows] = kernels.predict_proba(
-                self._theta, self._offsets, self._sizes, data, rows, buf
-            )
+            out[rows] = self._backend.probabilities(self, data, rows, work)
         return out
 
     def predict(self, X: Any) -> np.ndarray:
@@ -366,7 +372,7 @@ class NNetworkExtended:
 
     @_announces_compiling
     def _evaluate(
-        self, data: tuple, y: np.ndarray, rows: np.ndarray, work: kernels.Workspace | None = None
+        self, data: Any, y: np.ndarray, rows: np.ndarray, work: kernels.Workspace | None = None
     ) -> tuple[float, float]:
         """Mean cross-entropy and accuracy on images ``rows`` of ``data``, in chunks; ``work``
         from :meth:`_eval_buffers` (made here if not given)."""
@@ -375,15 +381,8 @@ class NNetworkExtended:
         for start in range(0, rows.shape[0], PREDICT_CHUNK):
             chunk = rows[start : start + PREDICT_CHUNK]
             m = chunk.shape[0]
-            loss, acc = kernels.evaluate(
-                self._theta,
-                self._offsets,
-                self._sizes,
-                data,
-                y,
-                chunk,
-                work._replace(losses=work.losses[:m], correct=work.correct[:m]),
-            )
+            part = work._replace(losses=work.losses[:m], correct=work.correct[:m])
+            loss, acc = self._backend.evaluate(self, data, y, chunk, part)
             total_loss += loss * m
             hits += acc * m
         return total_loss / rows.shape[0], hits / rows.shape[0]
@@ -513,9 +512,8 @@ class NNetworkExtended:
         """One full-batch iteration, the write-up's ``W = W - alpha dW``: ``(loss, accuracy,
         updated)``, measured before the update; not updated if it would not be finite."""
         loss = self._backward(data, y, rows, work)
-        t = self._theta.dtype.type
-        updated = math.isfinite(loss) and kernels.update(
-            self._theta, work.grad, self._velocity, t(alpha), t(self.momentum), decay
+        updated = math.isfinite(loss) and self._backend.update(
+            self, work.grad, alpha, self.momentum, decay
         )
         return loss, float(np.count_nonzero(work.correct) / rows.shape[0]), updated
 
@@ -542,7 +540,7 @@ class NNetworkExtended:
     def _fit_mini_batch(self, data, y, rows, val) -> _Best | None:
         """Mini-batch SGD: each epoch reshuffles the training rows with the seeded generator."""
         bs = min(self.batch_size, rows.shape[0])  # no buffers for more images than there are
-        work, decay, t = self._workspace(bs), self._decay(), self._theta.dtype.type
+        work, decay = self._workspace(bs), self._decay()
         start = len(self.history.get("epoch", []))
         best = _Best(self) if self.early_stopping else None
         with tqdm(
@@ -550,9 +548,8 @@ class NNetworkExtended:
         ) as bar:
             for epoch in range(start + 1, start + self.epochs + 1):
                 order = rows[self._rng.permutation(rows.shape[0])]
-                loss, acc, done = kernels.train_epoch(
-                    self._theta, self._offsets, self._sizes, data, y, order, bs, work,
-                    self._velocity, (t(self._alpha_at(epoch)), t(self.momentum), decay),
+                loss, acc, done = self._backend.epoch(
+                    self, data, y, order, bs, work, self._alpha_at(epoch), self.momentum, decay
                 )
                 if done < -(-order.shape[0] // bs):
                     raise self._diverged(f"epoch {epoch}, batch {done + 1}", loss)
@@ -646,6 +643,7 @@ class NNetworkMinimal(NNetworkExtended):
         seed: int | None = None,
         dtype: str = "float32",
         init: str = "uniform",
+        backend: str = "numba",
         progress: bool | None = None,
     ) -> None:
         self.nodes_hid = _positive_int("nodes_hid", nodes_hid)
@@ -658,6 +656,7 @@ class NNetworkMinimal(NNetworkExtended):
             init=init,
             seed=seed,
             dtype=dtype,
+            backend=backend,
             progress=progress,
         )
 
@@ -711,7 +710,8 @@ def fit_many(networks: Sequence[NNetworkExtended], X: Any, y: Any) -> list[NNetw
     """
     groups: dict[tuple, list[NNetworkExtended]] = {}
     for net in networks:
-        if net.batch_size is None and kernels.is_narrow(net.layer_sizes) and not net.early_stopping:
+        side_by_side = net.batch_size is None and not net.early_stopping
+        if side_by_side and net.backend == "numba" and kernels.is_narrow(net.layer_sizes):
             split = (net.validation_fraction, net._entropy) if net.validation_fraction else 0
             key = (net.layer_sizes, net.dtype, split)
             groups.setdefault(key, []).append(net)

@@ -688,3 +688,42 @@ def test_a_workspace_too_small_is_refused_before_any_kernel_runs():
         kernels.Plan((64, 71, 20, 4)).check(small, 50)
     assert plan.describe() == "70 units on the nonzero pixels, 20 units dense, 4 units dense"
     assert kernels.Plan((784, 10, 10)).one_pass
+
+
+@pytest.mark.parametrize("hidden", [(10,), (30,), (70,), (70, 20), (12, 9, 7)])
+@pytest.mark.parametrize("mini_batch", [False, True])
+def test_the_numpy_backend_computes_what_the_kernels_compute(hidden, mini_batch):
+    """backend="numpy" (mnistnn.reference) and the Numba kernels: the same gradients and the same
+    training, to 1e-10 in float64, narrow, middle and wide first layers, 1 to 3 hidden layers."""
+    X, y = make_data(n=300)
+    training = (
+        dict(batch_size=64, epochs=2, momentum=0.9, weight_decay=1e-3, validation_fraction=0.2)
+        if mini_batch
+        else dict(maxiterations=3, decay_every=2, decay_factor=0.5)
+    )
+    nets = [
+        NNetworkExtended(nodes_in=64, hidden_layers=hidden, nodes_out=4, seed=1, alpha=0.2,
+                         init="he", dtype="float64", backend=backend, **training)
+        for backend in ("numba", "numpy")
+    ]  # fmt: skip
+    kernel_grads, numpy_grads = (sum(net.gradients(X, y), []) for net in nets)
+    for a, b in zip(kernel_grads, numpy_grads, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+    for net in nets:
+        net.fit(X, y)
+    np.testing.assert_allclose(nets[0]._theta, nets[1]._theta, rtol=1e-10, atol=1e-13)
+    for key, values in nets[0].history.items():
+        np.testing.assert_allclose(values, nets[1].history[key], rtol=1e-10)
+    np.testing.assert_allclose(nets[0].predict_proba(X), nets[1].predict_proba(X), rtol=1e-10)
+
+
+def test_only_the_numpy_backend_takes_centred_images():
+    X, y = make_data(n=200)
+    centred = X - X.mean(axis=0)
+    with pytest.raises(ValueError, match="backend='numpy' takes any numbers"):
+        NNetworkExtended(nodes_in=64, hidden_layers=(8,), nodes_out=4).fit(centred, y)
+    net = NNetworkExtended(nodes_in=64, hidden_layers=(8,), nodes_out=4, maxiterations=20,
+                           backend="numpy", seed=0).fit(centred, y)
+    assert net.history["loss"][-1] < net.history["loss"][0]
+    with pytest.raises(ValueError, match="backend must be"):
+        NNetworkExtended(backend="torch")

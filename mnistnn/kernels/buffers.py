@@ -90,7 +90,7 @@ def _padded(W, width, fill):
 @njit(cache=True)
 def _padded_bias(b, fill):
     """The bias ``b`` ``(n,)``, ``n <= 16``, as one row ``(1, 16)`` padded with ``fill``, for
-    :func:`~mnistnn.kernels.simd.vload`."""
+    :func:`~.simd.vload`."""
     return _padded(b.reshape((1, -1)), LANES, fill)
 
 

@@ -1,5 +1,5 @@
 """Later layers (inputs: the previous layer's activations), in blocks of 64 units (four
-:class:`~mnistnn.kernels.simd.Vec16`), every sum in the order of its inputs.
+:class:`~.simd.Vec16`), every sum in the order of its inputs.
 
     forward   H_l = W_l . A_{l-1} + B_l          :func:`_dense_forward`   (reference.forward)
     gradient  dW_l = dH_l . A_{l-1}^T            :func:`_dense_grad_tiles` (reference.backward)
@@ -26,7 +26,7 @@ from .simd import (
 
 @njit(cache=True)
 def _row_times(a, i, M):
-    """``a[i, :n] @ M`` as a :class:`~mnistnn.kernels.simd.Vec16`: the first ``n`` entries of row ``i`` of
+    """``a[i, :n] @ M`` as a :class:`~.simd.Vec16`: the first ``n`` entries of row ``i`` of
     ``a`` times ``M`` ``(n, 16)``, one vector multiply-add per entry."""
     s = vzeros(M)
     for k in range(M.shape[0]):
@@ -40,7 +40,7 @@ def _dense_forward(A, WT, b, relu, Z):
     activations, ``WT`` ``(n_in, width)``: ``W.T`` padded with zero columns to whole blocks
     (:func:`_block_width`), ``Z`` ``(m, n_out)``.
 
-    Two samples at a time, 64 units of each in four :class:`~mnistnn.kernels.simd.Vec16` sums over the
+    Two samples at a time, 64 units of each in four :class:`~.simd.Vec16` sums over the
     inputs in order: four loads of ``WT`` per eight multiply-adds.
     """
     m, n_out = Z.shape
@@ -120,7 +120,7 @@ def _dense_grad_tiles(dZ, A, partial):
 def _dense_backprop(dZ, W, A_prev):
     """Overwrite ``A_prev`` ``(m, n_in)`` with ``dZ_prev = (dZ W) * [A_prev > 0]``.
 
-    64 inputs of a sample at a time stay in four :class:`~mnistnn.kernels.simd.Vec16` while the rows of
+    64 inputs of a sample at a time stay in four :class:`~.simd.Vec16` while the rows of
     ``W`` (padded with zero columns to whole blocks) are added in, each times its delta.
     """
     m, n_out = dZ.shape

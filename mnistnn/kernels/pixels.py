@@ -133,7 +133,7 @@ def pixel_columns(pixels, rows, chunk_first, n_in, dtype):
 
 @njit(cache=True)
 def _pixels_times(pixels, image, WT):
-    """``x @ WT`` as a :class:`~mnistnn.kernels.simd.Vec16`, ``x`` the nonzero pixels of image ``image``
+    """``x @ WT`` as a :class:`~.simd.Vec16`, ``x`` the nonzero pixels of image ``image``
     (unscaled), ``WT`` ``(n_in, 16)``: one vector multiply-add per nonzero pixel.
 
     Four sums (over every fourth nonzero pixel) run side by side, so one multiply-add need not
@@ -156,7 +156,7 @@ def _pixels_times(pixels, image, WT):
 
 @njit(cache=True, inline="always")
 def _pixels_times_block(pixels, image, WT, j):
-    """``x @ WT[:, j:j+64]`` as four :class:`~mnistnn.kernels.simd.Vec16`, ``x`` the nonzero pixels of
+    """``x @ WT[:, j:j+64]`` as four :class:`~.simd.Vec16`, ``x`` the nonzero pixels of
     image ``image`` (unscaled): in each lane the same four interleaved sums, added up the same
     way, as :func:`_pixels_times`, so a unit gets the same bits in a narrow or a wide layer."""
     indptr, indices, values = pixels
@@ -182,7 +182,7 @@ def _pixels_times_block(pixels, image, WT, j):
 
 @njit(cache=True, inline="always")
 def _add_row_block(s, v, M, k, j):
-    """``s + v * M[k, j:j+64]`` for a block ``s`` of four :class:`~mnistnn.kernels.simd.Vec16`."""
+    """``s + v * M[k, j:j+64]`` for a block ``s`` of four :class:`~.simd.Vec16`."""
     return (
         vfma(v, vload(M, k, j), s[0]),
         vfma(v, vload(M, k, j + LANES), s[1]),
@@ -194,7 +194,7 @@ def _add_row_block(s, v, M, k, j):
 @njit(cache=True)
 def _add_pixels_times(acc, pixels, image, delta):
     """``acc[k] += x[k] * delta`` for every nonzero pixel ``x[k]`` of image ``image``; ``acc``
-    ``(n_in, 16)``, ``delta`` a :class:`~mnistnn.kernels.simd.Vec16`."""
+    ``(n_in, 16)``, ``delta`` a :class:`~.simd.Vec16`."""
     indptr, indices, values = pixels
     lo, hi = indptr[image], indptr[image + 1]
     cols, vals = indices[lo:hi], values[lo:hi]
@@ -206,7 +206,7 @@ def _add_pixels_times(acc, pixels, image, delta):
 @njit(cache=True, inline="always")
 def _first_layer(wx, scale, bp, j=0):
     """``W x / 255 + b`` (multiplied, then added: never fused) from ``W x``, the unscaled pixels
-    of an image times ``W`` (a :class:`~mnistnn.kernels.simd.Vec16` of units ``j..j+15``); ``bp``
+    of an image times ``W`` (a :class:`~.simd.Vec16` of units ``j..j+15``); ``bp``
     ``(1, width)``: ``b`` padded with zeros."""
     return vadd(vmul(scale, wx), vload(bp, 0, j))
 
@@ -219,7 +219,7 @@ def _store_units(z, r, j, out, relu):
 
 @njit(cache=True, inline="always")
 def _store_block(a, i, j, s0, s1, s2, s3):
-    """``a[i, j:j+64] = (s0, s1, s2, s3)``: a block of four :class:`~mnistnn.kernels.simd.Vec16`."""
+    """``a[i, j:j+64] = (s0, s1, s2, s3)``: a block of four :class:`~.simd.Vec16`."""
     vstore(a, i, j, s0)
     vstore(a, i, j + LANES, s1)
     vstore(a, i, j + 2 * LANES, s2)
@@ -231,7 +231,7 @@ def _sparse_forward(pixels, rows, scale, WT, b, relu, Z):
     """Wide first layer: ``Z[i] = act(scale * W @ x_i + b)``, ``x_i`` the pixels of image
     ``rows[i]``, summed over its nonzero pixels only.  ``WT`` ``(n_in, width)``: ``W.T`` padded
     with zero columns to whole blocks (:func:`_block_width`; the weights *from* one pixel are
-    contiguous); ``Z`` ``(m, n_out)``.  A block of 64 units is four :class:`~mnistnn.kernels.simd.Vec16`
+    contiguous); ``Z`` ``(m, n_out)``.  A block of 64 units is four :class:`~.simd.Vec16`
     sums kept in registers over the image's pixels.
     """
     m, n_out = Z.shape
@@ -259,7 +259,7 @@ def _sparse_grad_tiles(dZ, columns, chunks, partial):
     The tile's images go in chunks of up to ``TILE`` (:func:`chunks`), whose nonzero pixels
     ``columns`` lists by column (:func:`pixel_columns`): each row ``k`` of the sum gets all its
     terms (the chunk's images with pixel ``k``, in image order) while 64 units of it stay in four
-    :class:`~mnistnn.kernels.simd.Vec16`: one load and one store of the row per chunk, not per image.
+    :class:`~.simd.Vec16`: one load and one store of the row per chunk, not per image.
     """
     m, n_out = dZ.shape
     n_tiles, n_in, width = partial.shape
@@ -281,7 +281,7 @@ def _add_chunk_terms(acc, g, columns, c, fresh):
     ``columns`` (:func:`pixel_columns`), ``g`` its images' deltas; from zero if ``fresh``.
 
     Row ``k`` gets the terms of the chunk's images with pixel ``k`` one after another, while 64
-    of its units stay in four :class:`~mnistnn.kernels.simd.Vec16`: one load and one store of the row
+    of its units stay in four :class:`~.simd.Vec16`: one load and one store of the row
     per chunk, not per image; two rows at a time, so that eight sums are on their way together.
     """
     starts = columns[0][c]

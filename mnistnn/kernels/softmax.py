@@ -40,7 +40,7 @@ from .simd import (
 @njit(cache=True)
 def _softmax_parts(z):
     """``(e, sum(e), max(z), argmax(z))`` with ``e = exp(z - max(z))`` for the logits ``z`` of one
-    image, a :class:`~mnistnn.kernels.simd.Vec16` padded with ``-inf`` (whose ``exp`` is 0)."""
+    image, a :class:`~.simd.Vec16` padded with ``-inf`` (whose ``exp`` is 0)."""
     zmax = vmax(z)
     e = vexp(vadd(z, vsplat(-zmax)))
     return e, vsum(e), zmax, vfind(z, zmax)
@@ -49,7 +49,7 @@ def _softmax_parts(z):
 @njit(cache=True)
 def _softmax_delta(e, total, label, inv_m):
     """``(softmax(z) - onehot(label)) * inv_m`` from ``e`` and ``total`` of :func:`_softmax_parts`,
-    a :class:`~mnistnn.kernels.simd.Vec16`; a ``label`` outside 0..15 leaves the probabilities alone."""
+    a :class:`~.simd.Vec16`; a ``label`` outside 0..15 leaves the probabilities alone."""
     return vsubat(vmul(inv_m / total, e), label, inv_m)
 
 
@@ -62,7 +62,7 @@ def _softmax_xent(Z, y, rows, inv_m, losses, correct):
     labels (``y`` empty) it leaves ``losses`` and ``correct`` alone and ``Z`` becomes
     ``softmax(Z) * inv_m``: the probabilities of :func:`predict_proba`, from the same code.
 
-    Up to 16 classes, a row is one :class:`~mnistnn.kernels.simd.Vec16` (padded with ``-inf``, whose
+    Up to 16 classes, a row is one :class:`~.simd.Vec16` (padded with ``-inf``, whose
     ``exp`` is 0).  A tile's results go to a scratch block first and are copied to ``Z`` after its
     last row is read (reading a row right after writing the one before it stalls the CPU), and
     its logarithms are taken then too (a call to ``log`` would push the vectors out of registers).
@@ -110,7 +110,7 @@ def _softmax_xent(Z, y, rows, inv_m, losses, correct):
 @njit(cache=True, inline="always")
 def _narrow_head(h_hat, label, W2T, W2p, b2p, inv_m, h, o, r, dw2):
     """One image of :func:`_narrow_net_tiles`, from its hidden activations ``H_hat`` (a
-    :class:`~mnistnn.kernels.simd.Vec16`, lanes ``n_h..15`` zero) to ``dH``; adds ``H_hat dO^T`` to
+    :class:`~.simd.Vec16`, lanes ``n_h..15`` zero) to ``dH``; adds ``H_hat dO^T`` to
     ``dw2`` ``(n_h, 16)``.
 
     ``b2p`` ``(1, 16)``: ``b2`` padded with ``-inf`` (so the padding lanes of ``O`` are ``-inf``,
@@ -142,7 +142,7 @@ def _transpose(A, r0, n, c0, n_cols, B):
 @njit(cache=True)
 def _heads(H, n, W2, b2, labels, inv_m, S, D):
     """One network's steps from ``H_hat`` to ``dH`` for ``n`` images at once, 16 images to a
-    :class:`~mnistnn.kernels.simd.Vec16` (lane ``r`` of every vector is image ``r``): the same arithmetic,
+    :class:`~.simd.Vec16` (lane ``r`` of every vector is image ``r``): the same arithmetic,
     entry by entry, as one image at a time in :func:`_narrow_head`.
 
     ``H`` ``(16, TILE)``: row ``u`` the images' hidden unit ``u``; ``W2`` ``(K, n_h)``, ``b2``
