@@ -33,9 +33,9 @@ def inputs(X: np.ndarray, dtype: str | np.dtype = "float64") -> np.ndarray:
     return (np.asarray(X).reshape(len(X), -1).T / 255).astype(dtype)
 
 
-def one_hot(y: np.ndarray, n_classes: int) -> np.ndarray:
+def one_hot(y: np.ndarray, n_classes: int, dtype: str | np.dtype = "float64") -> np.ndarray:
     """The write-up's ``L`` ``(K, N)``: column ``n`` is 1 in row ``y[n]``, 0 elsewhere."""
-    L = np.zeros((n_classes, len(y)))
+    L = np.zeros((n_classes, len(y)), dtype=dtype)
     L[y, np.arange(len(y))] = 1
     return L
 
@@ -81,7 +81,7 @@ def backward(
     H = forward(weights, biases, I)
     A = [I] + [relu(h) for h in H[:-1]]  # the input of each layer          A_{l-1}
     O_hat = softmax(H[-1])  #                                                  (K, N)
-    dH = (O_hat - one_hot(y, O_hat.shape[0])) / N  # dO = (O_hat - L) / N     (K, N)
+    dH = (O_hat - one_hot(y, *O_hat.shape[:1], O_hat.dtype)) / N  # dO = (O_hat - L) / N (K, N)
     dWs, dBs = [], []
     for layer in range(len(weights) - 1, -1, -1):
         dWs.insert(0, dH @ A[layer].T)  # dW_l = dH_l . A_{l-1}^T            (n_l, n_{l-1})
