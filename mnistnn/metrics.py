@@ -168,8 +168,8 @@ def nearest_mean_predict(X_train: ArrayLike, y_train: ArrayLike, X: ArrayLike) -
     y_train = _as_labels(y_train, "y_train")
     X_train = np.asarray(X_train, dtype=np.float64).reshape(len(y_train), -1)
     X = np.asarray(X, dtype=np.float64)
-    classes = int(y_train.max()) + 1
-    means = np.stack([X_train[y_train == c].mean(axis=0) for c in range(classes)])  # (K, n_in)
+    classes = np.unique(y_train)  # the labels present, ascending
+    means = np.stack([X_train[y_train == c].mean(axis=0) for c in classes])  # (K, n_in)
     scores = X.reshape(len(X), -1) @ means.T - 0.5 * (means**2).sum(axis=1)  # (N, K)
-    return scores.argmax(axis=1)
+    return classes[scores.argmax(axis=1)]
 

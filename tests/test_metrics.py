@@ -132,3 +132,14 @@ def test_most_confident_mistakes_validation() -> None:
         metrics.most_confident_mistakes(proba, [0, 1, 2], k=1)
     with pytest.raises(ValueError, match="class index 3, but proba has 3 columns"):
         metrics.most_confident_mistakes(proba, [0, 3], k=1)
+
+
+def test_nearest_mean_predict_picks_the_closest_class_mean():
+    X_train = np.array([[0.0, 0.0], [0.0, 2.0], [10.0, 10.0], [12.0, 10.0]])
+    y_train = np.array([0, 0, 1, 1])  # class means (0, 1) and (11, 10)
+    X = np.array([[1.0, 1.0], [9.0, 9.0], [5.0, 5.0], [6.0, 6.0]])
+    np.testing.assert_array_equal(
+        metrics.nearest_mean_predict(X_train, y_train, X), [0, 1, 0, 1]
+    )
+    images = np.stack([np.full((2, 2), 10), np.full((2, 2), 200)])  # (N, rows, cols) works too
+    assert metrics.nearest_mean_predict(images, [3, 1], images[::-1]).tolist() == [1, 3]
