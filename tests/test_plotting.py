@@ -313,3 +313,116 @@ def test_matrix_image(figures: list[Figure]) -> None:
     render(fig)
     with pytest.raises(ValueError, match="2-D"):
         plotting.matrix_image(np.zeros(3), "x", "y")
+
+
+def texts(fig: Figure) -> list[str]:
+    return [text.get_text() for ax in fig.axes for text in ax.texts]
+
+
+def is_red(color: object) -> bool:
+    return matplotlib.colors.to_hex(color) == plotting.MISTAKE_COLOR
+
+
+def test_network_diagram_of_the_write_up(figures: list[Figure]) -> None:
+    fig = plotting.network_diagram()
+    figures.append(fig)
+    (ax,) = fig.axes
+    circles = [p for p in ax.patches if isinstance(p, matplotlib.patches.Circle)]
+    # 784 inputs: nine drawn around a "⋮"; the hidden and output layers: all ten units each
+    assert len(circles) == 9 + 10 + 10 and texts(fig).count("⋮") == 1
+    columns = sorted({circle.center[0] for circle in circles})
+    assert [sum(c.center[0] == x for c in circles) for x in columns] == [9, 10, 10]
+    assert len(ax.lines) == 9 * 10 + 10 * 10  # every drawn unit joined to the next layer's
+    drawn = texts(fig)
+    for expected in [
+        "input\n784 pixels",
+        "hidden layer\n10 units",
+        "output\n10 classes",
+        "$W$: 10 × 784\n$B$: 10 × 1",
+        "$w$: 10 × 10\n$b$: 10 × 1",
+        "$I$",
+        "784 × N",
+        "$H = W \\cdot I + B$",
+        "$\\hat{H} = \\mathrm{ReLU}(H)$",
+        "$O = w \\cdot \\hat{H} + b$",
+        "$\\hat{O} = \\mathrm{softmax}(O)$",
+    ]:
+        assert expected in drawn, expected
+    assert drawn.count("10 × N") == 2  # H and Ĥ, O and Ô
+    assert ax.get_aspect() == 1.0  # circles stay round
+    render(fig)
+
+
+def test_network_diagram_of_a_deeper_network(figures: list[Figure]) -> None:
+    fig = plotting.network_diagram((784, 256, 128, 10), batch="500", max_units=6)
+    figures.append(fig)
+    ax = fig.axes[0]
+    circles = [p for p in ax.patches if isinstance(p, matplotlib.patches.Circle)]
+    assert len(circles) == 4 * 5 and texts(fig).count("⋮") == 4  # six slots, one a "⋮"
+    drawn = texts(fig)
+    for expected in [
+        "hidden layer 1\n256 units",
+        "hidden layer 2\n128 units",
+        "$W_1$: 256 × 784\n$B_1$: 256 × 1",
+        "$W_2$: 128 × 256\n$B_2$: 128 × 1",
+        "$W_3$: 10 × 128\n$B_3$: 10 × 1",
+        "$H_2 = W_2 \\cdot \\hat{H}_1 + B_2$",
+        "$O = W_3 \\cdot \\hat{H}_2 + B_3$",
+        "784 × 500",
+        "128 × 500",
+    ]:
+        assert expected in drawn, expected
+    render(fig)
+
+
+def test_network_diagram_small_layers_and_errors(figures: list[Figure]) -> None:
+    fig = plotting.network_diagram((3, 2), hidden_activation="sigmoid", title="tiny")
+    figures.append(fig)
+    ax = fig.axes[0]
+    assert sum(isinstance(p, matplotlib.patches.Circle) for p in ax.patches) == 5
+    assert "⋮" not in texts(fig) and "$O = W \\cdot I + B$" in texts(fig)
+    assert ax.get_title() == "tiny"
+    assert "$\\hat{H} = \\mathrm{sigmoid}(H)$" in texts(
+        plotting.network_diagram((3, 4, 2), hidden_activation="sigmoid")
+    )
+    with pytest.raises(ValueError, match="at least two positive sizes"):
+        plotting.network_diagram((784,))
+    with pytest.raises(ValueError, match="max_units must be at least 3"):
+        plotting.network_diagram(max_units=2)
+
+
+def test_backprop_graph(figures: list[Figure]) -> None:
+    fig = plotting.backprop_graph()
+    figures.append(fig)
+    (ax,) = fig.axes
+    drawn = texts(fig)
+    nodes = ["$I$\n784 × N", "$W$\n10 × 784", "$B$\n10 × 1", "$H$\n10 × N",
+             "$\\hat{H}$\n10 × N", "$w$\n10 × 10", "$b$\n10 × 1", "$O$\n10 × N",
+             "$\\hat{O}$\n10 × N", "$L$\n10 × N", "loss\n1 × 1"]  # fmt: skip
+    assert all(node in drawn for node in nodes)
+    red = [t.get_text() for t in ax.texts if is_red(t.get_color())]
+    shapes = dict(node.split("\n") for node in nodes)  # "$W$": "10 × 784", ...
+    gradients = {text.split(" = ")[0].replace("\\mathrm{d}", "") + "$": text.split("\n")[1]
+                 for text in red}  # fmt: skip
+    # one gradient for each parameter and each value between them, shaped like it
+    assert sorted(gradients) == sorted(["$O$", "$w$", "$b$", "$\\hat{H}$", "$H$", "$W$", "$B$"])
+    assert all(gradients[name] == shapes[name] for name in gradients)
+    assert "$\\mathrm{d}O = \\hat{O} - L$\n10 × N" in red
+    assert "$\\mathrm{d}W = \\mathrm{d}H \\cdot I^T / N$\n10 × 784" in red
+    arrows = [p for p in ax.patches if isinstance(p, matplotlib.patches.FancyArrowPatch)]
+    backward = [a for a in arrows if is_red(a.get_edgecolor())]
+    assert len(arrows) == 17 and len(backward) == 7
+    assert all(a.get_linestyle() != "-" for a in backward)  # dashed
+    assert all(a.get_linestyle() == "-" for a in arrows if a not in backward)
+    render(fig)
+
+
+def test_backprop_graph_other_sizes(figures: list[Figure]) -> None:
+    fig = plotting.backprop_graph(n_in=4, n_hidden=3, n_out=2, batch="5")
+    figures.append(fig)
+    drawn = texts(fig)
+    assert "$W$\n3 × 4" in drawn and "$w$\n2 × 3" in drawn and "$I$\n4 × 5" in drawn
+    assert "$\\mathrm{d}W = \\mathrm{d}H \\cdot I^T / N$\n3 × 4" in drawn
+    assert "$\\mathrm{d}\\hat{H} = w^T \\cdot \\mathrm{d}O$\n3 × 5" in drawn
+    with pytest.raises(ValueError, match="must be positive"):
+        plotting.backprop_graph(n_hidden=0)
