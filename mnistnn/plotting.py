@@ -1,10 +1,11 @@
 """Figures the notebooks share: digits, class counts, pixel statistics, training curves, errors,
-and diagrams of the network and of its gradients.
+and diagrams of the network, its gradients and its training.
 
 Every plotting function takes numpy arrays (the diagrams: layer sizes), draws one figure and
-returns it; none of them trains anything or reads files.  They share one look: digits in
-``gray_r`` (ink dark on white paper, as the digits were written) with every pixel drawn as a
-solid square, titles with class names, mistakes in red.
+returns it; none of them trains a network or reads files.  (``quadratic_descent`` computes the
+points that gradient descent visits on a small quadratic, for ``descent_paths`` to draw.)
+They share one look: digits in ``gray_r`` (ink dark on white paper, as the digits were
+written) with every pixel drawn as a solid square, titles with class names, mistakes in red.
 
 Each figure is created through ``matplotlib.pyplot`` (so Jupyter knows how to draw it) and
 then closed at once, i.e. handed to the caller and removed from pyplot's list of open figures:
@@ -38,10 +39,12 @@ __all__ = [
     "INTERPOLATION",
     "MISTAKE_COLOR",
     "WEIGHT_CMAP",
+    "activation_histograms",
     "backprop_graph",
     "class_balance",
     "class_means",
     "confusion_matrix_plot",
+    "descent_paths",
     "function_panels",
     "image_grid",
     "learning_curves",
@@ -50,6 +53,7 @@ __all__ = [
     "pixel_histogram",
     "prediction_counts",
     "probability_bars",
+    "quadratic_descent",
     "samples_per_class",
     "weight_images",
 ]
@@ -1001,4 +1005,176 @@ def backprop_graph(
         frameon=False,
     )
     _drawing(ax, (-0.9, 15.9), (-2.1, up + 1.7), title)
+    return fig
+
+
+# --------------------------------------------------------------------------- how training moves
+
+
+def quadratic_descent(
+    A: ArrayLike, start: ArrayLike, alpha: float, steps: int, minimum: ArrayLike | None = None
+) -> np.ndarray:
+    """The points gradient descent visits on the quadratic ``f(θ) = ½ (θ − m)ᵀ A (θ − m)``.
+
+    ``A`` is a symmetric ``(n, n)`` curvature matrix (``(2, 2)`` for a picture), ``start`` and
+    ``minimum`` (``m``, default 0) are ``(n,)``.  Each step is ``θ ← θ − alpha · A (θ − m)``,
+    the gradient step with learning rate ``alpha``.  Returns ``(steps + 1, n)``: the start,
+    then the point after each step.  (For :func:`descent_paths`; it trains nothing else.)
+    """
+    curvature = np.asarray(A, dtype=np.float64)
+    theta = np.asarray(start, dtype=np.float64)
+    n = theta.shape[0] if theta.ndim == 1 else -1
+    if theta.ndim != 1 or curvature.shape != (n, n):
+        raise ValueError(
+            f"A must be (n, n) and start (n,), got {curvature.shape} and {theta.shape}"
+        )
+    centre = np.zeros(n) if minimum is None else np.asarray(minimum, dtype=np.float64)
+    path = np.empty((int(steps) + 1, n))
+    path[0] = theta
+    for t in range(int(steps)):
+        path[t + 1] = path[t] - alpha * curvature @ (path[t] - centre)
+    return path
+
+
+def _quadratic(A: np.ndarray, minimum: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """``½ (θ − m)ᵀ A (θ − m)`` for each point ``θ`` along the last axis of ``points``."""
+    d = points - minimum
+    return 0.5 * np.einsum("...i,ij,...j->...", d, A, d)
+
+
+def descent_paths(
+    panels: Mapping[str, tuple[ArrayLike, Mapping[str, ArrayLike]]],
+    minimum: ArrayLike = (0.0, 0.0),
+    xlabel: str = "$\\theta_1$",
+    ylabel: str = "$\\theta_2$",
+    title: str | None = None,
+) -> Figure:
+    """Gradient-descent paths over the contour lines of 2-D quadratic losses, one panel each.
+
+    ``panels`` maps a panel title to ``(A, paths)``: ``A`` the ``(2, 2)`` curvature matrix of
+    the loss ``½ (θ − m)ᵀ A (θ − m)`` (``m`` = ``minimum``, marked with a star) and ``paths`` a
+    mapping of a legend label to the ``(T, 2)`` points of a run (e.g. from
+    :func:`quadratic_descent`), each drawn as a line through its points from a larger dot at
+    its start.  The legend gives each path's loss at its last point, and each panel its two
+    curvatures (the eigenvalues of ``A``).  All panels share the same axes, drawn to scale, so
+    a round valley looks round and an elongated one elongated.  Returns the figure, with one
+    axes per panel.
+    """
+    if not panels:
+        raise ValueError("descent_paths needs at least one panel")
+    centre = np.asarray(minimum, dtype=np.float64)
+    prepared = []
+    for name, (A, paths) in panels.items():
+        curvature = np.asarray(A, dtype=np.float64)
+        if curvature.shape != (2, 2):
+            raise ValueError(f"panel {name!r}: A must be (2, 2), got shape {curvature.shape}")
+        runs = {label: np.asarray(p, dtype=np.float64) for label, p in paths.items()}
+        for label, p in runs.items():
+            if p.ndim != 2 or p.shape[1] != 2 or len(p) == 0:
+                raise ValueError(f"panel {name!r}: path {label!r} must be (T, 2), got {p.shape}")
+        prepared.append((name, curvature, runs))
+    points = np.vstack([centre[None], *(p for _, _, runs in prepared for p in runs.values())])
+    low, high = points.min(axis=0), points.max(axis=0)
+    margin = 0.1 * max(float((high - low).max()), 1e-12)
+    low, high = low - margin, high + margin
+    grid = np.stack(
+        np.meshgrid(np.linspace(low[0], high[0], 241), np.linspace(low[1], high[1], 241)), axis=-1
+    )
+    fig = _new_figure((4.4 * len(prepared) + 0.4, 4.6))
+    axes = fig.subplots(1, len(prepared), squeeze=False, sharex=True, sharey=True).ravel()
+    for ax, (name, curvature, runs) in zip(axes, prepared, strict=True):
+        surface = _quadratic(curvature, centre, grid)
+        top = float(surface.max())
+        levels = np.linspace(0.0, np.sqrt(top), 12)[1:] ** 2 if top > 0 else None
+        ax.contour(
+            grid[..., 0], grid[..., 1], surface, levels=levels, colors="#9e9e9e", linewidths=0.8
+        )
+        for i, (label, p) in enumerate(runs.items()):
+            color = f"C{i % 10}"
+            end = float(_quadratic(curvature, centre, p[-1]))
+            steps = len(p) - 1
+            ax.plot(
+                p[:, 0],
+                p[:, 1],
+                "-o",
+                color=color,
+                markersize=3,
+                linewidth=1.2,
+                label=f"{label}: loss {end:.2g} after {steps} step{'s' * (steps != 1)}",
+            )
+            ax.plot(*p[0], "o", color=color, markersize=7)
+        ax.plot(*centre, "*", color="black", markersize=12, label="minimum")
+        eigenvalues = np.linalg.eigvalsh((curvature + curvature.T) / 2)
+        ax.text(
+            0.02,
+            0.98,
+            f"curvatures {eigenvalues[1]:.3g} and {eigenvalues[0]:.3g}",
+            transform=ax.transAxes,
+            ha="left",
+            va="top",
+            fontsize=9,
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8},
+        )
+        ax.set_title(name)
+        ax.set_xlabel(xlabel)
+        ax.set_aspect("equal")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, frameon=False)
+    axes[0].set_ylabel(ylabel)
+    axes[0].set_xlim(low[0], high[0])
+    axes[0].set_ylim(low[1], high[1])
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def activation_histograms(
+    activations: Mapping[str, ArrayLike],
+    bins: int = 40,
+    xlabel: str = "hidden value after the activation",
+    title: str | None = None,
+) -> Figure:
+    """Histograms of hidden-layer values, one panel per set, with the share of exact zeros.
+
+    ``activations`` maps a panel title (e.g. ``"before training"``) to ``(n_units, N)``
+    values of one hidden layer for ``N`` images, oriented like the write-up's ``Ĥ``: one row
+    per unit.  Each panel shows the values that are not exactly 0, as a share of all values
+    (``bins`` bins over the range of all panels), and writes on it the share that is exactly 0
+    (a ReLU unit silent on that image) and how many units are 0 for every image (dead on
+    these images: they pass nothing on and, with ReLU, learn nothing from them).  Returns the
+    figure, with one axes per set.
+    """
+    if not activations:
+        raise ValueError("activation_histograms needs at least one set of activations")
+    arrays = {name: np.asarray(a, dtype=np.float64) for name, a in activations.items()}
+    for name, a in arrays.items():
+        if a.ndim != 2 or a.size == 0:
+            raise ValueError(f"{name!r} must be a non-empty (n_units, N) array, got {a.shape}")
+    low = min(0.0, *(float(a.min()) for a in arrays.values()))
+    high = max(float(a.max()) for a in arrays.values())
+    edges = np.linspace(low, high if high > low else low + 1.0, int(bins) + 1)
+    fig = _new_figure((3.8 * len(arrays) + 0.4, 3.2))
+    axes = fig.subplots(1, len(arrays), squeeze=False, sharex=True).ravel()
+    for ax, (name, a) in zip(axes, arrays.items(), strict=True):
+        nonzero = a[a != 0]
+        counts, _ = np.histogram(nonzero, bins=edges)
+        ax.stairs(counts / a.size, edges, fill=True, color="#4c72b0", alpha=0.85)
+        ax.set_ylim(0, 1.45 * max(counts.max() / a.size, 1e-3))  # room for the text
+        zeros = np.count_nonzero(a == 0) / a.size
+        dead = int(np.count_nonzero((a == 0).all(axis=1)))
+        ax.text(
+            0.97,
+            0.95,
+            f"exactly 0 (not drawn): {zeros:.1%} of the values\n"
+            f"0 for every image: {dead} of {a.shape[0]} units ({dead / a.shape[0]:.0%})",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=9,
+        )
+        ax.set_title(f"{name}\n({a.shape[0]} units × {a.shape[1]:,} images)", fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0].set_ylabel("share of all values")
+    if title:
+        fig.suptitle(title)
     return fig

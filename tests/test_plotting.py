@@ -426,3 +426,82 @@ def test_backprop_graph_other_sizes(figures: list[Figure]) -> None:
     assert "$\\mathrm{d}\\hat{H} = w^T \\cdot \\mathrm{d}O$\n3 × 5" in drawn
     with pytest.raises(ValueError, match="must be positive"):
         plotting.backprop_graph(n_hidden=0)
+
+
+def test_quadratic_descent_follows_the_closed_form() -> None:
+    # on a diagonal A each coordinate shrinks by (1 - alpha * curvature) per step
+    A = np.diag([4.0, 1.0])
+    path = plotting.quadratic_descent(A, (1.0, 2.0), alpha=0.4, steps=5)
+    assert path.shape == (6, 2)
+    t = np.arange(6)
+    np.testing.assert_allclose(path[:, 0], (1 - 0.4 * 4) ** t)  # -0.6: zig-zags
+    np.testing.assert_allclose(path[:, 1], 2 * (1 - 0.4) ** t)  # 0.6: slides
+    around = plotting.quadratic_descent(A, (1.0, 2.0), alpha=0.4, steps=5, minimum=(1.0, 1.0))
+    np.testing.assert_allclose(around[:, 1], 1 + 0.6**t)
+    np.testing.assert_allclose(around[:, 0], 1.0)  # starts at the minimum's first coordinate
+    with pytest.raises(ValueError, match=r"A must be \(n, n\)"):
+        plotting.quadratic_descent(np.eye(3), (1.0, 2.0), alpha=0.1, steps=3)
+
+
+def test_descent_paths(figures: list[Figure]) -> None:
+    narrow, round_ = np.diag([4.0, 1.0]), np.diag([2.0, 2.0])
+    steep = plotting.quadratic_descent(narrow, (1.0, 2.0), alpha=0.4, steps=3)
+    gentle = plotting.quadratic_descent(narrow, (1.0, 2.0), alpha=0.1, steps=3)
+    even = plotting.quadratic_descent(round_, (1.0, 2.0), alpha=0.4, steps=3)
+    fig = plotting.descent_paths(
+        {"narrow": (narrow, {"fast": steep, "slow": gentle}), "round": (round_, {"fast": even})},
+        title="valleys",
+    )
+    figures.append(fig)
+    left, right = fig.axes
+    assert (left.get_title(), right.get_title(), fig.get_suptitle()) == (
+        "narrow",
+        "round",
+        "valleys",
+    )
+    path_lines = [line for line in left.lines if len(line.get_xdata()) > 1]
+    np.testing.assert_array_equal(path_lines[0].get_xdata(), steep[:, 0])
+    np.testing.assert_array_equal(path_lines[1].get_ydata(), gentle[:, 1])
+    end = 0.5 * steep[-1] @ narrow @ steep[-1]
+    legend = [t.get_text() for t in left.get_legend().get_texts()]
+    assert legend[0] == f"fast: loss {end:.2g} after 3 steps" and legend[-1] == "minimum"
+    assert "curvatures 4 and 1" in [t.get_text() for t in left.texts]
+    assert "curvatures 2 and 2" in [t.get_text() for t in right.texts]
+    assert left.collections and right.collections  # the contour lines
+    assert left.get_xlim() == right.get_xlim() and left.get_ylim() == right.get_ylim()
+    low, high = left.get_xlim()
+    assert low < min(steep[:, 0].min(), 0.0) and high > steep[:, 0].max()  # every point shows
+    assert left.get_aspect() == 1.0  # to scale: a round valley looks round
+    render(fig)
+
+
+def test_descent_paths_errors() -> None:
+    with pytest.raises(ValueError, match=r"A must be \(2, 2\)"):
+        plotting.descent_paths({"bad": (np.eye(3), {})})
+    with pytest.raises(ValueError, match=r"path 'p' must be \(T, 2\)"):
+        plotting.descent_paths({"bad": (np.eye(2), {"p": np.zeros((4, 3))})})
+    with pytest.raises(ValueError, match="at least one panel"):
+        plotting.descent_paths({})
+
+
+def test_activation_histograms(figures: list[Figure]) -> None:
+    before = np.array([[0.0, 0.0, 0.0, 0.0], [1.0, 2.0, 0.0, 3.0], [0.5, 0.0, 0.0, 4.0]])
+    after = np.arange(1.0, 13.0).reshape(3, 4)
+    fig = plotting.activation_histograms({"before": before, "after": after}, bins=4, title="t")
+    figures.append(fig)
+    left, right = fig.axes
+    # 7 of the 12 values are 0, and unit 0 is 0 for all four images
+    zeros_left = "exactly 0 (not drawn): 58.3% of the values\n0 for every image: 1 of 3 units (33%)"
+    zeros_right = "exactly 0 (not drawn): 0.0% of the values\n0 for every image: 0 of 3 units (0%)"
+    assert [t.get_text() for t in left.texts] == [zeros_left]
+    assert [t.get_text() for t in right.texts] == [zeros_right]
+    assert left.get_title() == "before\n(3 units × 4 images)" and fig.get_suptitle() == "t"
+    heights, edges, _ = left.patches[0].get_data()
+    np.testing.assert_allclose(heights.sum(), 5 / 12)  # the nonzero values, as a share of all
+    np.testing.assert_allclose(edges, [0.0, 3.0, 6.0, 9.0, 12.0])  # shared by both panels
+    # 1..12 in [0, 3), [3, 6), [6, 9), [9, 12]: 2, 3, 3 and 4 of the 12 values
+    np.testing.assert_allclose(right.patches[0].get_data()[0], np.array([2, 3, 3, 4]) / 12)
+    assert left.get_ylabel() == "share of all values"
+    render(fig)
+    with pytest.raises(ValueError, match=r"\(n_units, N\)"):
+        plotting.activation_histograms({"flat": np.zeros(5)})
