@@ -1130,6 +1130,7 @@ def descent_paths(
 def activation_histograms(
     activations: Mapping[str, ArrayLike],
     bins: int = 40,
+    same_scale: bool = True,
     xlabel: str = "hidden value after the activation",
     title: str | None = None,
 ) -> Figure:
@@ -1137,11 +1138,13 @@ def activation_histograms(
 
     ``activations`` maps a panel title (e.g. ``"before training"``) to ``(n_units, N)``
     values of one hidden layer for ``N`` images, oriented like the write-up's ``Ĥ``: one row
-    per unit.  Each panel shows the values that are not exactly 0, as a share of all values
-    (``bins`` bins over the range of all panels), and writes on it the share that is exactly 0
-    (a ReLU unit silent on that image) and how many units are 0 for every image (dead on
-    these images: they pass nothing on and, with ReLU, learn nothing from them).  Returns the
-    figure, with one axes per set.
+    per unit.  Each panel shows the values that are not exactly 0, as a share of all values,
+    in ``bins`` bins: over the range of all panels with ``same_scale`` (to compare sets of one
+    activation, e.g. before and after training), else over each panel's own range (to compare
+    activations of different ranges).  It writes on each panel the share of values that are
+    exactly 0 (a ReLU unit silent on that image) and how many units are 0 for every image
+    (dead on these images: they pass nothing on and, with ReLU, learn nothing from them).
+    Returns the figure, with one axes per set.
     """
     if not activations:
         raise ValueError("activation_histograms needs at least one set of activations")
@@ -1149,12 +1152,13 @@ def activation_histograms(
     for name, a in arrays.items():
         if a.ndim != 2 or a.size == 0:
             raise ValueError(f"{name!r} must be a non-empty (n_units, N) array, got {a.shape}")
-    low = min(0.0, *(float(a.min()) for a in arrays.values()))
-    high = max(float(a.max()) for a in arrays.values())
-    edges = np.linspace(low, high if high > low else low + 1.0, int(bins) + 1)
     fig = _new_figure((3.8 * len(arrays) + 0.4, 3.2))
-    axes = fig.subplots(1, len(arrays), squeeze=False, sharex=True).ravel()
+    axes = fig.subplots(1, len(arrays), squeeze=False, sharex=same_scale).ravel()
     for ax, (name, a) in zip(axes, arrays.items(), strict=True):
+        ranges = arrays.values() if same_scale else [a]
+        low = min(0.0, *(float(v.min()) for v in ranges))
+        high = max(float(v.max()) for v in ranges)
+        edges = np.linspace(low, high if high > low else low + 1.0, int(bins) + 1)
         nonzero = a[a != 0]
         counts, _ = np.histogram(nonzero, bins=edges)
         ax.stairs(counts / a.size, edges, fill=True, color="#4c72b0", alpha=0.85)

@@ -503,5 +503,9 @@ def test_activation_histograms(figures: list[Figure]) -> None:
     np.testing.assert_allclose(right.patches[0].get_data()[0], np.array([2, 3, 3, 4]) / 12)
     assert left.get_ylabel() == "share of all values"
     render(fig)
+    fig = plotting.activation_histograms({"before": before, "after": after}, 4, same_scale=False)
+    figures.append(fig)
+    np.testing.assert_allclose(fig.axes[0].patches[0].get_data()[1], [0.0, 1.0, 2.0, 3.0, 4.0])
+    np.testing.assert_allclose(fig.axes[1].patches[0].get_data()[1], [0.0, 3.0, 6.0, 9.0, 12.0])
     with pytest.raises(ValueError, match=r"\(n_units, N\)"):
         plotting.activation_histograms({"flat": np.zeros(5)})
