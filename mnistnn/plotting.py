@@ -1,9 +1,11 @@
-"""Figures the notebooks share: digits, class counts, pixel statistics, training curves, errors.
+"""Figures the notebooks share: digits, class counts, pixel statistics, training curves, errors,
+and diagrams of the network, its gradients and its training.
 
-Every plotting function takes numpy arrays, draws one figure and returns it; none of them
-trains anything or reads files.  They share one look: digits in ``gray_r`` (ink dark on white
-paper, as the digits were written) with every pixel drawn as a solid square, titles with
-class names, mistakes in red.
+Every plotting function takes numpy arrays (the diagrams: layer sizes), draws one figure and
+returns it; none of them trains a network or reads files.  (``quadratic_descent`` computes the
+points that gradient descent visits on a small quadratic, for ``descent_paths`` to draw.)
+They share one look: digits in ``gray_r`` (ink dark on white paper, as the digits were
+written) with every pixel drawn as a solid square, titles with class names, mistakes in red.
 
 Each figure is created through ``matplotlib.pyplot`` (so Jupyter knows how to draw it) and
 then closed at once, i.e. handed to the caller and removed from pyplot's list of open figures:
@@ -19,6 +21,7 @@ works); uint8 images are drawn on the fixed 0..255 scale, others on their common
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 
@@ -26,6 +29,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
 from numpy.typing import ArrayLike
 
 __all__ = [
@@ -34,16 +39,21 @@ __all__ = [
     "INTERPOLATION",
     "MISTAKE_COLOR",
     "WEIGHT_CMAP",
+    "activation_histograms",
+    "backprop_graph",
     "class_balance",
     "class_means",
     "confusion_matrix_plot",
+    "descent_paths",
     "function_panels",
     "image_grid",
     "learning_curves",
     "matrix_image",
+    "network_diagram",
     "pixel_histogram",
     "prediction_counts",
     "probability_bars",
+    "quadratic_descent",
     "samples_per_class",
     "weight_images",
 ]
@@ -733,4 +743,442 @@ def matrix_image(
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
+    return fig
+
+
+# --------------------------------------------------------------------------- diagrams
+
+_DATA_COLOR = "#e0e0e0"
+_PARAMETER_COLOR = "#bbdefb"
+_VALUE_COLOR = "white"
+_OUTPUT_COLOR = "#ffe0b2"
+_BACKWARD_COLOR = MISTAKE_COLOR
+_BACKWARD_STYLE = (0, (4, 2))
+
+
+def _drawing(
+    ax: Axes, xlim: tuple[float, float], ylim: tuple[float, float], title: str | None
+) -> None:
+    """Make ``ax`` a drawing of the region ``xlim`` × ``ylim``: to scale, without axes."""
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+
+
+def _layer_names(n_layers: int) -> list[tuple[str, str, str, str]]:
+    """Mathtext names ``(weights, bias, value, activated value)`` of each of ``n_layers`` layers.
+
+    One hidden layer (``n_layers == 2``) gets the write-up's names: ``W, B, H, Ĥ`` then
+    ``w, b, O, Ô``.  Otherwise the layers are numbered (``W_1, B_1, H_1, Ĥ_1``, ...) and the
+    last one computes ``O`` and ``Ô``.
+    """
+    if n_layers == 1:
+        return [("W", "B", "O", r"\hat{O}")]
+    if n_layers == 2:
+        return [("W", "B", "H", r"\hat{H}"), ("w", "b", "O", r"\hat{O}")]
+    hidden = [(f"W_{k}", f"B_{k}", f"H_{k}", rf"\hat{{H}}_{k}") for k in range(1, n_layers)]
+    return [*hidden, (f"W_{n_layers}", f"B_{n_layers}", "O", r"\hat{O}")]
+
+
+def _unit_rows(n: int, max_units: int, step: float) -> tuple[list[float], float | None]:
+    """Heights of the units drawn for a layer of ``n`` (at most ``max_units`` slots, centred on
+    0, ``step`` apart) and the height of the "⋮" standing for the others (None if all fit)."""
+    slots = min(n, max_units)
+    heights = [((slots - 1) / 2 - i) * step for i in range(slots)]
+    if n <= max_units:
+        return heights, None
+    top = slots // 2
+    return heights[:top] + heights[top + 1 :], heights[top]
+
+
+def network_diagram(
+    layer_sizes: Sequence[int] = (784, 10, 10),
+    hidden_activation: str = "ReLU",
+    batch: str = "N",
+    max_units: int = 10,
+    title: str | None = None,
+) -> Figure:
+    """The network as columns of units, with every matrix of its forward pass and its shape.
+
+    ``layer_sizes`` is ``(n_in, hidden..., n_out)``, e.g. the write-up's ``(784, 10, 10)``.
+    Each layer is a column of units joined to the next by all its connections; a layer larger
+    than ``max_units`` shows its first and last units around a "⋮".  On each set of
+    connections stand its weight matrix and bias with their shapes; under each column, the
+    equations that compute the layer for a batch of ``batch`` images and the shape of the
+    result (the input ``I`` is ``n_in × batch``, one column per image).  The hidden layers
+    apply ``hidden_activation``, the output layer softmax.  One hidden layer gets the
+    write-up's names (``W, B, H, Ĥ, w, b, O, Ô``), more are numbered (``W_1, H_1, ...``).
+    Returns the figure, with one axes: one circle per unit drawn.
+    """
+    sizes = [int(n) for n in layer_sizes]
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise ValueError(f"layer_sizes needs at least two positive sizes, got {tuple(sizes)}")
+    if max_units < 3:
+        raise ValueError(f"max_units must be at least 3, got {max_units}")
+    names = _layer_names(len(sizes) - 1)
+    gap, step, line = 5.0, 0.8, 0.6  # between columns, between units, between text lines
+    top = (min(max(sizes), max_units) - 1) / 2 * step
+    columns = [_unit_rows(n, max_units, step) for n in sizes]
+    xlim, ylim = (-0.45 * gap, (len(sizes) - 0.55) * gap), (-top - 1.0 - 2.6 * line, top + 1.6)
+    inches = 0.5  # per unit of the drawing
+    fig = _new_figure(
+        (inches * (xlim[1] - xlim[0]), inches * (ylim[1] - ylim[0]) + (0.35 if title else 0.0))
+    )
+    ax = fig.add_subplot()
+    for k, ((heights, _), (next_heights, _)) in enumerate(itertools.pairwise(columns)):
+        for y0 in heights:
+            for y1 in next_heights:
+                ax.plot([k * gap, (k + 1) * gap], [y0, y1], color="#9e9e9e", lw=0.5, alpha=0.5)
+    for k, (n, (heights, ellipsis)) in enumerate(zip(sizes, columns, strict=True)):
+        last = k == len(sizes) - 1
+        color = _DATA_COLOR if k == 0 else _OUTPUT_COLOR if last else _VALUE_COLOR
+        for y in heights:
+            ax.add_patch(Circle((k * gap, y), 0.25, facecolor=color, edgecolor="black", zorder=3))
+        if ellipsis is not None:
+            ax.text(k * gap, ellipsis, "⋮", ha="center", va="center", fontsize=14)
+        if k == 0:
+            head, lines = f"input\n{n:,} pixels", ["$I$", "pixels × images"]
+        else:
+            weights, bias, value, activated = names[k - 1]
+            before = "I" if k == 1 else names[k - 2][3]
+            number = "" if len(sizes) == 3 else f" {k}"
+            head = f"output\n{n:,} classes" if last else f"hidden layer{number}\n{n:,} units"
+            activation = "softmax" if last else hidden_activation
+            lines = [
+                f"${value} = {weights} \\cdot {before} + {bias}$",
+                f"${activated} = \\mathrm{{{activation}}}({value})$",
+            ]
+            ax.text(
+                (k - 0.5) * gap,
+                0.0,
+                f"${weights}$: {n:,} × {sizes[k - 1]:,}\n${bias}$: {n:,} × 1",
+                ha="center",
+                va="center",
+                fontsize=10,
+                zorder=4,
+                bbox={"boxstyle": "round", "facecolor": _PARAMETER_COLOR, "edgecolor": "none"},
+            )
+        ax.text(k * gap, top + 0.6, head, ha="center", va="bottom", fontsize=10)
+        for i, text in enumerate([*lines, f"{n:,} × {batch}"]):
+            ax.text(k * gap, -top - 0.9 - i * line, text, ha="center", va="center", fontsize=10)
+    _drawing(ax, xlim, ylim, title)
+    return fig
+
+
+def _node(ax: Axes, xy: tuple[float, float], text: str, color: str) -> FancyBboxPatch:
+    """A rounded box of the computational graph at ``xy`` (its centre), labelled ``text``."""
+    width, height = 1.3, 0.95
+    box = FancyBboxPatch(
+        (xy[0] - width / 2, xy[1] - height / 2),
+        width,
+        height,
+        boxstyle="round,pad=0.05",
+        facecolor=color,
+        edgecolor="black",
+        zorder=3,
+    )
+    ax.add_patch(box)
+    ax.text(*xy, text, ha="center", va="center", fontsize=10, zorder=4)
+    return box
+
+
+def _edge(
+    ax: Axes, start: FancyBboxPatch, end: FancyBboxPatch, backward: bool = False, rad: float = 0.0
+) -> FancyArrowPatch:
+    """An arrow from box ``start`` to box ``end``, bent by ``rad`` (see ``arc3`` in Matplotlib):
+    solid black forward, dashed red ``backward``."""
+
+    def centre(box: FancyBboxPatch) -> tuple[float, float]:
+        return box.get_x() + box.get_width() / 2, box.get_y() + box.get_height() / 2
+
+    arrow = FancyArrowPatch(
+        centre(start),
+        centre(end),
+        patchA=start,
+        patchB=end,
+        arrowstyle="-|>",
+        mutation_scale=12,
+        connectionstyle=f"arc3,rad={rad}",
+        color=_BACKWARD_COLOR if backward else "black",
+        linewidth=1.4 if backward else 1.6,
+        linestyle=_BACKWARD_STYLE if backward else "-",
+        zorder=2,
+    )
+    ax.add_patch(arrow)
+    return arrow
+
+
+def backprop_graph(
+    n_in: int = 784, n_hidden: int = 10, n_out: int = 10, batch: str = "N", title: str | None = None
+) -> Figure:
+    """The computational graph of one forward and backward pass of the write-up's network.
+
+    Boxes are the matrices of notebook 03, each with its shape for ``n_in``, ``n_hidden`` and
+    ``n_out`` units and a batch of ``batch`` images: the data ``I`` and one-hot labels ``L``
+    (gray), the parameters ``W, B, w, b`` (blue), the computed ``H, Ĥ, O, Ô`` and the loss.
+    Black arrows compute the forward pass; dashed red arrows carry the gradient of the loss
+    back, each labelled with its formula and shape: ``dO = Ô − L`` (softmax and cross-entropy
+    in one step), ``dw = dO·Ĥᵀ/N``, ``db``, ``dĤ = wᵀ·dO``, ``dH = dĤ∘[H > 0]``,
+    ``dW = dH·Iᵀ/N`` and ``dB``.  Returns the figure, with one axes: the boxes, then the arrows
+    (10 forward, 7 backward) among its patches.
+    """
+    if min(n_in, n_hidden, n_out) < 1:
+        raise ValueError(f"layer sizes must be positive, got {n_in}, {n_hidden}, {n_out}")
+    fig = _new_figure((11.0, 4.4 + (0.3 if title else 0.0)))
+    ax = fig.add_subplot()
+    row, up = 0.0, 2.6  # heights of the data path and of the parameters and labels
+    specs = {
+        "I": ((0.0, row), f"$I$\n{n_in} × {batch}", _DATA_COLOR),
+        "W": ((1.6, up), f"$W$\n{n_hidden} × {n_in}", _PARAMETER_COLOR),
+        "B": ((4.4, up), f"$B$\n{n_hidden} × 1", _PARAMETER_COLOR),
+        "H": ((3.0, row), f"$H$\n{n_hidden} × {batch}", _VALUE_COLOR),
+        "H_hat": ((6.0, row), f"$\\hat{{H}}$\n{n_hidden} × {batch}", _VALUE_COLOR),
+        "w": ((7.6, up), f"$w$\n{n_out} × {n_hidden}", _PARAMETER_COLOR),
+        "b": ((10.4, up), f"$b$\n{n_out} × 1", _PARAMETER_COLOR),
+        "O": ((9.0, row), f"$O$\n{n_out} × {batch}", _VALUE_COLOR),
+        "O_hat": ((12.0, row), f"$\\hat{{O}}$\n{n_out} × {batch}", _OUTPUT_COLOR),
+        "L": ((13.5, up), f"$L$\n{n_out} × {batch}", _DATA_COLOR),
+        "loss": ((15.0, row), "loss\n1 × 1", _OUTPUT_COLOR),
+    }
+    box = {name: _node(ax, xy, text, color) for name, (xy, text, color) in specs.items()}
+    forward = [
+        ("I", "H"),
+        ("W", "H"),
+        ("B", "H"),
+        ("H", "H_hat"),
+        ("H_hat", "O"),
+        ("w", "O"),
+        ("b", "O"),
+        ("O", "O_hat"),
+        ("O_hat", "loss"),
+        ("L", "loss"),
+    ]
+    for start, end in forward:
+        _edge(ax, box[start], box[end])
+    for x, text in (
+        (1.5, "$W \\cdot I + B$"),
+        (4.5, "ReLU"),
+        (7.5, "$w \\cdot \\hat{H} + b$"),
+        (10.5, "softmax"),
+        (13.5, "cross-entropy"),
+    ):
+        ax.text(x, row + 0.25, text, ha="center", va="bottom", fontsize=9)
+    d = r"\mathrm{d}"
+    gradients = {  # backward arrow (from, to): the gradient it carries and its shape
+        ("loss", "O"): (rf"${d}O = \hat{{O}} - L$", f"{n_out} × {batch}"),
+        ("O", "H_hat"): (rf"${d}\hat{{H}} = w^T \cdot {d}O$", f"{n_hidden} × {batch}"),
+        ("H_hat", "H"): (rf"${d}H = {d}\hat{{H}} \circ [H > 0]$", f"{n_hidden} × {batch}"),
+        ("O", "w"): (rf"${d}w = {d}O \cdot {{\hat{{H}}}}^{{\,T}} / N$", f"{n_out} × {n_hidden}"),
+        ("O", "b"): (rf"${d}b = \Sigma_i\, {d}O_i / N$", f"{n_out} × 1"),
+        ("H", "W"): (rf"${d}W = {d}H \cdot I^T / N$", f"{n_hidden} × {n_in}"),
+        ("H", "B"): (rf"${d}B = \Sigma_i\, {d}H_i / N$", f"{n_hidden} × 1"),
+    }
+    # The chain runs back under the data path, labelled below it; each parameter's gradient
+    # curves up beside its forward arrow, labelled above the parameter.
+    below = {("loss", "O"): (12.0, -1.65), ("O", "H_hat"): (7.5, -1.3), ("H_hat", "H"): (4.5, -1.3)}
+    for (start, end), (formula, shape) in gradients.items():
+        if (start, end) in below:
+            rad, xy = (-0.35 if start == "loss" else -0.45), below[(start, end)]
+        else:
+            rad, xy = (0.25 if end.lower() == "w" else -0.25), (specs[end][0][0], up + 1.15)
+        _edge(ax, box[start], box[end], backward=True, rad=rad)
+        ax.text(
+            *xy, f"{formula}\n{shape}", ha="center", va="center", fontsize=9, color=_BACKWARD_COLOR
+        )
+    ax.legend(
+        handles=[
+            Line2D([], [], color="black", linewidth=1.6, label="forward: values"),
+            Line2D(
+                [],
+                [],
+                color=_BACKWARD_COLOR,
+                linewidth=1.4,
+                linestyle=_BACKWARD_STYLE,
+                label="backward: gradients of the loss",
+            ),
+        ],
+        loc="upper right",
+        fontsize=9,
+        frameon=False,
+    )
+    _drawing(ax, (-0.9, 15.9), (-2.1, up + 1.7), title)
+    return fig
+
+
+# --------------------------------------------------------------------------- how training moves
+
+
+def quadratic_descent(
+    A: ArrayLike, start: ArrayLike, alpha: float, steps: int, minimum: ArrayLike | None = None
+) -> np.ndarray:
+    """The points gradient descent visits on the quadratic ``f(θ) = ½ (θ − m)ᵀ A (θ − m)``.
+
+    ``A`` is a symmetric ``(n, n)`` curvature matrix (``(2, 2)`` for a picture), ``start`` and
+    ``minimum`` (``m``, default 0) are ``(n,)``.  Each step is ``θ ← θ − alpha · A (θ − m)``,
+    the gradient step with learning rate ``alpha``.  Returns ``(steps + 1, n)``: the start,
+    then the point after each step.  (For :func:`descent_paths`; it trains nothing else.)
+    """
+    curvature = np.asarray(A, dtype=np.float64)
+    theta = np.asarray(start, dtype=np.float64)
+    n = theta.shape[0] if theta.ndim == 1 else -1
+    if theta.ndim != 1 or curvature.shape != (n, n):
+        raise ValueError(
+            f"A must be (n, n) and start (n,), got {curvature.shape} and {theta.shape}"
+        )
+    centre = np.zeros(n) if minimum is None else np.asarray(minimum, dtype=np.float64)
+    path = np.empty((int(steps) + 1, n))
+    path[0] = theta
+    for t in range(int(steps)):
+        path[t + 1] = path[t] - alpha * curvature @ (path[t] - centre)
+    return path
+
+
+def _quadratic(A: np.ndarray, minimum: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """``½ (θ − m)ᵀ A (θ − m)`` for each point ``θ`` along the last axis of ``points``."""
+    d = points - minimum
+    return 0.5 * np.einsum("...i,ij,...j->...", d, A, d)
+
+
+def descent_paths(
+    panels: Mapping[str, tuple[ArrayLike, Mapping[str, ArrayLike]]],
+    minimum: ArrayLike = (0.0, 0.0),
+    xlabel: str = "$\\theta_1$",
+    ylabel: str = "$\\theta_2$",
+    title: str | None = None,
+) -> Figure:
+    """Gradient-descent paths over the contour lines of 2-D quadratic losses, one panel each.
+
+    ``panels`` maps a panel title to ``(A, paths)``: ``A`` the ``(2, 2)`` curvature matrix of
+    the loss ``½ (θ − m)ᵀ A (θ − m)`` (``m`` = ``minimum``, marked with a star) and ``paths`` a
+    mapping of a legend label to the ``(T, 2)`` points of a run (e.g. from
+    :func:`quadratic_descent`), each drawn as a line through its points from a larger dot at
+    its start.  The legend gives each path's loss at its last point, and each panel its two
+    curvatures (the eigenvalues of ``A``).  All panels share the same axes, drawn to scale, so
+    a round valley looks round and an elongated one elongated.  Returns the figure, with one
+    axes per panel.
+    """
+    if not panels:
+        raise ValueError("descent_paths needs at least one panel")
+    centre = np.asarray(minimum, dtype=np.float64)
+    prepared = []
+    for name, (A, paths) in panels.items():
+        curvature = np.asarray(A, dtype=np.float64)
+        if curvature.shape != (2, 2):
+            raise ValueError(f"panel {name!r}: A must be (2, 2), got shape {curvature.shape}")
+        runs = {label: np.asarray(p, dtype=np.float64) for label, p in paths.items()}
+        for label, p in runs.items():
+            if p.ndim != 2 or p.shape[1] != 2 or len(p) == 0:
+                raise ValueError(f"panel {name!r}: path {label!r} must be (T, 2), got {p.shape}")
+        prepared.append((name, curvature, runs))
+    points = np.vstack([centre[None], *(p for _, _, runs in prepared for p in runs.values())])
+    low, high = points.min(axis=0), points.max(axis=0)
+    margin = 0.1 * max(float((high - low).max()), 1e-12)
+    low, high = low - margin, high + margin
+    grid = np.stack(
+        np.meshgrid(np.linspace(low[0], high[0], 241), np.linspace(low[1], high[1], 241)), axis=-1
+    )
+    fig = _new_figure((4.4 * len(prepared) + 0.4, 4.6))
+    axes = fig.subplots(1, len(prepared), squeeze=False, sharex=True, sharey=True).ravel()
+    for ax, (name, curvature, runs) in zip(axes, prepared, strict=True):
+        surface = _quadratic(curvature, centre, grid)
+        top = float(surface.max())
+        levels = np.linspace(0.0, np.sqrt(top), 12)[1:] ** 2 if top > 0 else None
+        ax.contour(
+            grid[..., 0], grid[..., 1], surface, levels=levels, colors="#9e9e9e", linewidths=0.8
+        )
+        for i, (label, p) in enumerate(runs.items()):
+            color = f"C{i % 10}"
+            end = float(_quadratic(curvature, centre, p[-1]))
+            steps = len(p) - 1
+            ax.plot(
+                p[:, 0],
+                p[:, 1],
+                "-o",
+                color=color,
+                markersize=3,
+                linewidth=1.2,
+                label=f"{label}: loss {end:.2g} after {steps} step{'s' * (steps != 1)}",
+            )
+            ax.plot(*p[0], "o", color=color, markersize=7)
+        ax.plot(*centre, "*", color="black", markersize=12, label="minimum")
+        eigenvalues = np.linalg.eigvalsh((curvature + curvature.T) / 2)
+        ax.text(
+            0.02,
+            0.98,
+            f"curvatures {eigenvalues[1]:.3g} and {eigenvalues[0]:.3g}",
+            transform=ax.transAxes,
+            ha="left",
+            va="top",
+            fontsize=9,
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8},
+        )
+        ax.set_title(name)
+        ax.set_xlabel(xlabel)
+        ax.set_aspect("equal")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, frameon=False)
+    axes[0].set_ylabel(ylabel)
+    axes[0].set_xlim(low[0], high[0])
+    axes[0].set_ylim(low[1], high[1])
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def activation_histograms(
+    activations: Mapping[str, ArrayLike],
+    bins: int = 40,
+    same_scale: bool = True,
+    xlabel: str = "hidden value after the activation",
+    title: str | None = None,
+) -> Figure:
+    """Histograms of hidden-layer values, one panel per set, with the share of exact zeros.
+
+    ``activations`` maps a panel title (e.g. ``"before training"``) to ``(n_units, N)``
+    values of one hidden layer for ``N`` images, oriented like the write-up's ``Ĥ``: one row
+    per unit.  Each panel shows the values that are not exactly 0, as a share of all values,
+    in ``bins`` bins: over the range of all panels with ``same_scale`` (to compare sets of one
+    activation, e.g. before and after training), else over each panel's own range (to compare
+    activations of different ranges).  It writes on each panel the share of values that are
+    exactly 0 (a ReLU unit silent on that image) and how many units are 0 for every image
+    (dead on these images: they pass nothing on and, with ReLU, learn nothing from them).
+    Returns the figure, with one axes per set.
+    """
+    if not activations:
+        raise ValueError("activation_histograms needs at least one set of activations")
+    arrays = {name: np.asarray(a, dtype=np.float64) for name, a in activations.items()}
+    for name, a in arrays.items():
+        if a.ndim != 2 or a.size == 0:
+            raise ValueError(f"{name!r} must be a non-empty (n_units, N) array, got {a.shape}")
+    fig = _new_figure((3.8 * len(arrays) + 0.4, 3.2))
+    axes = fig.subplots(1, len(arrays), squeeze=False, sharex=same_scale).ravel()
+    for ax, (name, a) in zip(axes, arrays.items(), strict=True):
+        ranges = arrays.values() if same_scale else [a]
+        low = min(0.0, *(float(v.min()) for v in ranges))
+        high = max(float(v.max()) for v in ranges)
+        edges = np.linspace(low, high if high > low else low + 1.0, int(bins) + 1)
+        nonzero = a[a != 0]
+        counts, _ = np.histogram(nonzero, bins=edges)
+        ax.stairs(counts / a.size, edges, fill=True, color="#4c72b0", alpha=0.85)
+        ax.set_ylim(0, 1.45 * max(counts.max() / a.size, 1e-3))  # room for the text
+        zeros = np.count_nonzero(a == 0) / a.size
+        dead = int(np.count_nonzero((a == 0).all(axis=1)))
+        ax.text(
+            0.97,
+            0.95,
+            f"exactly 0 (not drawn): {zeros:.1%} of the values\n"
+            f"0 for every image: {dead} of {a.shape[0]} units ({dead / a.shape[0]:.0%})",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=9,
+        )
+        ax.set_title(f"{name}\n({a.shape[0]} units × {a.shape[1]:,} images)", fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0].set_ylabel("share of all values")
+    if title:
+        fig.suptitle(title)
     return fig

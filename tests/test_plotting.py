@@ -313,3 +313,199 @@ def test_matrix_image(figures: list[Figure]) -> None:
     render(fig)
     with pytest.raises(ValueError, match="2-D"):
         plotting.matrix_image(np.zeros(3), "x", "y")
+
+
+def texts(fig: Figure) -> list[str]:
+    return [text.get_text() for ax in fig.axes for text in ax.texts]
+
+
+def is_red(color: object) -> bool:
+    return matplotlib.colors.to_hex(color) == plotting.MISTAKE_COLOR
+
+
+def test_network_diagram_of_the_write_up(figures: list[Figure]) -> None:
+    fig = plotting.network_diagram()
+    figures.append(fig)
+    (ax,) = fig.axes
+    circles = [p for p in ax.patches if isinstance(p, matplotlib.patches.Circle)]
+    # 784 inputs: nine drawn around a "⋮"; the hidden and output layers: all ten units each
+    assert len(circles) == 9 + 10 + 10 and texts(fig).count("⋮") == 1
+    columns = sorted({circle.center[0] for circle in circles})
+    assert [sum(c.center[0] == x for c in circles) for x in columns] == [9, 10, 10]
+    assert len(ax.lines) == 9 * 10 + 10 * 10  # every drawn unit joined to the next layer's
+    drawn = texts(fig)
+    for expected in [
+        "input\n784 pixels",
+        "hidden layer\n10 units",
+        "output\n10 classes",
+        "$W$: 10 × 784\n$B$: 10 × 1",
+        "$w$: 10 × 10\n$b$: 10 × 1",
+        "$I$",
+        "784 × N",
+        "$H = W \\cdot I + B$",
+        "$\\hat{H} = \\mathrm{ReLU}(H)$",
+        "$O = w \\cdot \\hat{H} + b$",
+        "$\\hat{O} = \\mathrm{softmax}(O)$",
+    ]:
+        assert expected in drawn, expected
+    assert drawn.count("10 × N") == 2  # H and Ĥ, O and Ô
+    assert ax.get_aspect() == 1.0  # circles stay round
+    render(fig)
+
+
+def test_network_diagram_of_a_deeper_network(figures: list[Figure]) -> None:
+    fig = plotting.network_diagram((784, 256, 128, 10), batch="500", max_units=6)
+    figures.append(fig)
+    ax = fig.axes[0]
+    circles = [p for p in ax.patches if isinstance(p, matplotlib.patches.Circle)]
+    assert len(circles) == 4 * 5 and texts(fig).count("⋮") == 4  # six slots, one a "⋮"
+    drawn = texts(fig)
+    for expected in [
+        "hidden layer 1\n256 units",
+        "hidden layer 2\n128 units",
+        "$W_1$: 256 × 784\n$B_1$: 256 × 1",
+        "$W_2$: 128 × 256\n$B_2$: 128 × 1",
+        "$W_3$: 10 × 128\n$B_3$: 10 × 1",
+        "$H_2 = W_2 \\cdot \\hat{H}_1 + B_2$",
+        "$O = W_3 \\cdot \\hat{H}_2 + B_3$",
+        "784 × 500",
+        "128 × 500",
+    ]:
+        assert expected in drawn, expected
+    render(fig)
+
+
+def test_network_diagram_small_layers_and_errors(figures: list[Figure]) -> None:
+    fig = plotting.network_diagram((3, 2), hidden_activation="sigmoid", title="tiny")
+    figures.append(fig)
+    ax = fig.axes[0]
+    assert sum(isinstance(p, matplotlib.patches.Circle) for p in ax.patches) == 5
+    assert "⋮" not in texts(fig) and "$O = W \\cdot I + B$" in texts(fig)
+    assert ax.get_title() == "tiny"
+    assert "$\\hat{H} = \\mathrm{sigmoid}(H)$" in texts(
+        plotting.network_diagram((3, 4, 2), hidden_activation="sigmoid")
+    )
+    with pytest.raises(ValueError, match="at least two positive sizes"):
+        plotting.network_diagram((784,))
+    with pytest.raises(ValueError, match="max_units must be at least 3"):
+        plotting.network_diagram(max_units=2)
+
+
+def test_backprop_graph(figures: list[Figure]) -> None:
+    fig = plotting.backprop_graph()
+    figures.append(fig)
+    (ax,) = fig.axes
+    drawn = texts(fig)
+    nodes = ["$I$\n784 × N", "$W$\n10 × 784", "$B$\n10 × 1", "$H$\n10 × N",
+             "$\\hat{H}$\n10 × N", "$w$\n10 × 10", "$b$\n10 × 1", "$O$\n10 × N",
+             "$\\hat{O}$\n10 × N", "$L$\n10 × N", "loss\n1 × 1"]  # fmt: skip
+    assert all(node in drawn for node in nodes)
+    red = [t.get_text() for t in ax.texts if is_red(t.get_color())]
+    shapes = dict(node.split("\n") for node in nodes)  # "$W$": "10 × 784", ...
+    gradients = {text.split(" = ")[0].replace("\\mathrm{d}", "") + "$": text.split("\n")[1]
+                 for text in red}  # fmt: skip
+    # one gradient for each parameter and each value between them, shaped like it
+    assert sorted(gradients) == sorted(["$O$", "$w$", "$b$", "$\\hat{H}$", "$H$", "$W$", "$B$"])
+    assert all(gradients[name] == shapes[name] for name in gradients)
+    assert "$\\mathrm{d}O = \\hat{O} - L$\n10 × N" in red
+    assert "$\\mathrm{d}W = \\mathrm{d}H \\cdot I^T / N$\n10 × 784" in red
+    arrows = [p for p in ax.patches if isinstance(p, matplotlib.patches.FancyArrowPatch)]
+    backward = [a for a in arrows if is_red(a.get_edgecolor())]
+    assert len(arrows) == 17 and len(backward) == 7
+    assert all(a.get_linestyle() != "-" for a in backward)  # dashed
+    assert all(a.get_linestyle() == "-" for a in arrows if a not in backward)
+    render(fig)
+
+
+def test_backprop_graph_other_sizes(figures: list[Figure]) -> None:
+    fig = plotting.backprop_graph(n_in=4, n_hidden=3, n_out=2, batch="5")
+    figures.append(fig)
+    drawn = texts(fig)
+    assert "$W$\n3 × 4" in drawn and "$w$\n2 × 3" in drawn and "$I$\n4 × 5" in drawn
+    assert "$\\mathrm{d}W = \\mathrm{d}H \\cdot I^T / N$\n3 × 4" in drawn
+    assert "$\\mathrm{d}\\hat{H} = w^T \\cdot \\mathrm{d}O$\n3 × 5" in drawn
+    with pytest.raises(ValueError, match="must be positive"):
+        plotting.backprop_graph(n_hidden=0)
+
+
+def test_quadratic_descent_follows_the_closed_form() -> None:
+    # on a diagonal A each coordinate shrinks by (1 - alpha * curvature) per step
+    A = np.diag([4.0, 1.0])
+    path = plotting.quadratic_descent(A, (1.0, 2.0), alpha=0.4, steps=5)
+    assert path.shape == (6, 2)
+    t = np.arange(6)
+    np.testing.assert_allclose(path[:, 0], (1 - 0.4 * 4) ** t)  # -0.6: zig-zags
+    np.testing.assert_allclose(path[:, 1], 2 * (1 - 0.4) ** t)  # 0.6: slides
+    around = plotting.quadratic_descent(A, (1.0, 2.0), alpha=0.4, steps=5, minimum=(1.0, 1.0))
+    np.testing.assert_allclose(around[:, 1], 1 + 0.6**t)
+    np.testing.assert_allclose(around[:, 0], 1.0)  # starts at the minimum's first coordinate
+    with pytest.raises(ValueError, match=r"A must be \(n, n\)"):
+        plotting.quadratic_descent(np.eye(3), (1.0, 2.0), alpha=0.1, steps=3)
+
+
+def test_descent_paths(figures: list[Figure]) -> None:
+    narrow, round_ = np.diag([4.0, 1.0]), np.diag([2.0, 2.0])
+    steep = plotting.quadratic_descent(narrow, (1.0, 2.0), alpha=0.4, steps=3)
+    gentle = plotting.quadratic_descent(narrow, (1.0, 2.0), alpha=0.1, steps=3)
+    even = plotting.quadratic_descent(round_, (1.0, 2.0), alpha=0.4, steps=3)
+    fig = plotting.descent_paths(
+        {"narrow": (narrow, {"fast": steep, "slow": gentle}), "round": (round_, {"fast": even})},
+        title="valleys",
+    )
+    figures.append(fig)
+    left, right = fig.axes
+    assert (left.get_title(), right.get_title(), fig.get_suptitle()) == (
+        "narrow",
+        "round",
+        "valleys",
+    )
+    path_lines = [line for line in left.lines if len(line.get_xdata()) > 1]
+    np.testing.assert_array_equal(path_lines[0].get_xdata(), steep[:, 0])
+    np.testing.assert_array_equal(path_lines[1].get_ydata(), gentle[:, 1])
+    end = 0.5 * steep[-1] @ narrow @ steep[-1]
+    legend = [t.get_text() for t in left.get_legend().get_texts()]
+    assert legend[0] == f"fast: loss {end:.2g} after 3 steps" and legend[-1] == "minimum"
+    assert "curvatures 4 and 1" in [t.get_text() for t in left.texts]
+    assert "curvatures 2 and 2" in [t.get_text() for t in right.texts]
+    assert left.collections and right.collections  # the contour lines
+    assert left.get_xlim() == right.get_xlim() and left.get_ylim() == right.get_ylim()
+    low, high = left.get_xlim()
+    assert low < min(steep[:, 0].min(), 0.0) and high > steep[:, 0].max()  # every point shows
+    assert left.get_aspect() == 1.0  # to scale: a round valley looks round
+    render(fig)
+
+
+def test_descent_paths_errors() -> None:
+    with pytest.raises(ValueError, match=r"A must be \(2, 2\)"):
+        plotting.descent_paths({"bad": (np.eye(3), {})})
+    with pytest.raises(ValueError, match=r"path 'p' must be \(T, 2\)"):
+        plotting.descent_paths({"bad": (np.eye(2), {"p": np.zeros((4, 3))})})
+    with pytest.raises(ValueError, match="at least one panel"):
+        plotting.descent_paths({})
+
+
+def test_activation_histograms(figures: list[Figure]) -> None:
+    before = np.array([[0.0, 0.0, 0.0, 0.0], [1.0, 2.0, 0.0, 3.0], [0.5, 0.0, 0.0, 4.0]])
+    after = np.arange(1.0, 13.0).reshape(3, 4)
+    fig = plotting.activation_histograms({"before": before, "after": after}, bins=4, title="t")
+    figures.append(fig)
+    left, right = fig.axes
+    # 7 of the 12 values are 0, and unit 0 is 0 for all four images
+    zeros_left = "exactly 0 (not drawn): 58.3% of the values\n0 for every image: 1 of 3 units (33%)"
+    zeros_right = "exactly 0 (not drawn): 0.0% of the values\n0 for every image: 0 of 3 units (0%)"
+    assert [t.get_text() for t in left.texts] == [zeros_left]
+    assert [t.get_text() for t in right.texts] == [zeros_right]
+    assert left.get_title() == "before\n(3 units × 4 images)" and fig.get_suptitle() == "t"
+    heights, edges, _ = left.patches[0].get_data()
+    np.testing.assert_allclose(heights.sum(), 5 / 12)  # the nonzero values, as a share of all
+    np.testing.assert_allclose(edges, [0.0, 3.0, 6.0, 9.0, 12.0])  # shared by both panels
+    # 1..12 in [0, 3), [3, 6), [6, 9), [9, 12]: 2, 3, 3 and 4 of the 12 values
+    np.testing.assert_allclose(right.patches[0].get_data()[0], np.array([2, 3, 3, 4]) / 12)
+    assert left.get_ylabel() == "share of all values"
+    render(fig)
+    fig = plotting.activation_histograms({"before": before, "after": after}, 4, same_scale=False)
+    figures.append(fig)
+    np.testing.assert_allclose(fig.axes[0].patches[0].get_data()[1], [0.0, 1.0, 2.0, 3.0, 4.0])
+    np.testing.assert_allclose(fig.axes[1].patches[0].get_data()[1], [0.0, 3.0, 6.0, 9.0, 12.0])
+    with pytest.raises(ValueError, match=r"\(n_units, N\)"):
+        plotting.activation_histograms({"flat": np.zeros(5)})
