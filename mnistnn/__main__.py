@@ -206,7 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--init",
         choices=("uniform", "he"),
         default="uniform",
-        help="weight initialisation: the write-up's U[-0.5, 0.5) or He normal (default: uniform)",
+        help=(
+            "weight initialisation: U[-0.5, 0.5), as in the notebook the write-up builds on, or"
+            " He normal (default: uniform)"
+        ),
     )
     train.add_argument(
         "--validation",

@@ -9,7 +9,8 @@ write-up's ``H = W . I + B`` reads ``weights[0] @ I + biases[0][:, None]``.
 The API follows scikit-learn: ``fit``, ``predict``, ``predict_proba``, ``score``; plus ``loss``
 (mean cross-entropy) and ``gradients`` for the backpropagation notebook, and ``save``/``load``
 for the model-file format of :mod:`mnistnn.modelfile`.  ``X`` is always raw pixels, ``(N, 784)``
-or ``(N, 28, 28)``, in 0..255: the kernels divide by 255, as the write-up does.
+or ``(N, 28, 28)``, in 0..255: the kernels divide by 255 (as Samson Zhang's notebook, which
+the write-up builds on, does).
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ class NNetworkExtended:
         The last batch of an epoch is smaller when ``batch_size`` does not divide the number of
         training images; a ``batch_size`` above that number means one batch of all of them.
     momentum : classical momentum, ``v = momentum * v - alpha * g``; 0 is plain gradient descent.
-    init : ``"uniform"`` (the write-up's U[-0.5, 0.5) for weights and biases) or ``"he"``
+    init : ``"uniform"`` (U[-0.5, 0.5) for weights and biases, as in the notebook the write-up
+        builds on) or ``"he"``
         (normal with std ``sqrt(2 / n_in)``, zero biases: better for deeper ReLU stacks).
     validation_fraction : share of the training data held out (the same rows in every ``fit``)
         and scored in the history.
@@ -629,7 +631,8 @@ class NNetworkMinimal(NNetworkExtended):
     """The original write-up's network: ``784 -> 10 (ReLU) -> 10 (softmax)``, trained by
     full-batch gradient descent for ``maxiterations`` iterations with learning rate ``alpha``.
 
-    Weights and biases are drawn in the constructor from U[-0.5, 0.5), as in the write-up, so a
+    Weights and biases are drawn in the constructor from U[-0.5, 0.5), as in the notebook the
+    write-up builds on (Samson Zhang's; the write-up does not say), so a
     fresh network already predicts (at chance level, about 10%) and has gradients.
     """
 
