@@ -111,13 +111,13 @@ def test_same_bits_on_every_cpu_thread_count_and_cache_state(tmp_path, capsys):
             print(f"\n  {name}: compiled with {how}", end="")
     host = tmp_path / "host"
     host.mkdir()
-    compiled = run_script(host, NUMBA_NUM_THREADS="2")  # an empty cache: compiles everything
-    jobs = {"host, loaded, 1 thread": (host, {"NUMBA_NUM_THREADS": "1"})}
-    for name, env in runs.items():
+    for name in runs:
         (tmp_path / name).mkdir()
-        jobs[name] = (tmp_path / name, env)
     with ThreadPoolExecutor(max_workers=2) as pool:  # each compiles on one core
-        futures = {key: pool.submit(run_script, d, **env) for key, (d, env) in jobs.items()}
+        first = pool.submit(run_script, host, NUMBA_NUM_THREADS="2")  # an empty cache
+        futures = {n: pool.submit(run_script, tmp_path / n, **env) for n, env in runs.items()}
+        compiled = first.result()
+        futures["host, loaded, 1 thread"] = pool.submit(run_script, host, NUMBA_NUM_THREADS="1")
         results = {key: future.result() for key, future in futures.items()}
     loaded = results.pop("host, loaded, 1 thread")
     assert compiled[0] == "2" and loaded[0] == "1"
