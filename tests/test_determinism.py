@@ -3,8 +3,9 @@ threads, and whether a process compiled the kernels or loaded them from Numba's 
 
 One script trains small networks down every path of the kernels (one pass per image, several
 networks side by side, layer by layer with mini-batches; float32 and float64) and prints one
-SHA-256 of their weights, probabilities and gradients.  It runs in fresh processes, each with a
-cache folder of its own, under several ``NUMBA_CPU_NAME`` values: Intel and AMD models, and the
+SHA-256 of their weights, probabilities and gradients.  It runs in the test's process (the host,
+with the kernels the other tests use) and in fresh processes, each with a cache folder of its own,
+under several ``NUMBA_CPU_NAME`` values: Intel and AMD models, and the
 x86-64 levels from SSE4.2 without FMA (v2) to AVX-512 (v4).  A name runs with its own
 instructions when this CPU has them all, else with this CPU's instructions and the named one's
 tuning (how LLVM picks vector widths and unrolling), which is what made the results differ
@@ -13,6 +14,8 @@ before the kernels fixed every summation order.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -83,6 +86,14 @@ def host_flags() -> set[str]:
     return set()
 
 
+def run_here() -> list[str]:
+    """Run :data:`SCRIPT` in this process (the host's CPU, its threads, the package's cache)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(SCRIPT, {"__name__": "determinism"})
+    return out.getvalue().split()
+
+
 def run_script(cache: Path, **env: str) -> list[str]:
     """Run :data:`SCRIPT` in a new process with its own Numba cache folder and ``env``:
     ``[threads, digest, kernels loaded from the cache, kernels compiled]``."""
@@ -104,27 +115,27 @@ def test_same_bits_on_every_cpu_thread_count_and_cache_state(tmp_path, capsys):
     runs: dict[str, dict[str, str]] = {}
     for name, needs in CPU_NAMES.items():
         own = needs <= flags
-        runs[name] = {"NUMBA_CPU_NAME": name, **({"NUMBA_CPU_FEATURES": ""} if own else {})}
+        runs[name] = {"NUMBA_CPU_NAME": name, "NUMBA_NUM_THREADS": "2"}
+        if own:
+            runs[name]["NUMBA_CPU_FEATURES"] = ""
         with capsys.disabled():
             missing = ", ".join(sorted(needs - flags))
             how = "its own instructions" if own else f"this CPU's instructions (it lacks {missing})"
             print(f"\n  {name}: compiled with {how}", end="")
-    host = tmp_path / "host"
-    host.mkdir()
     for name in runs:
         (tmp_path / name).mkdir()
+    again = "x86-64-v3"  # compiled from nothing, then loaded from its cache by a second process
     with ThreadPoolExecutor(max_workers=2) as pool:  # each compiles on one core
-        first = pool.submit(run_script, host, NUMBA_NUM_THREADS="2")  # an empty cache
         futures = {n: pool.submit(run_script, tmp_path / n, **env) for n, env in runs.items()}
-        compiled = first.result()
-        futures["host, loaded, 1 thread"] = pool.submit(run_script, host, NUMBA_NUM_THREADS="1")
+        host = run_here()  # this process, with the kernels the other tests use (its own cache)
+        compiled = futures[again].result()
+        loaded = run_script(tmp_path / again, **{**runs[again], "NUMBA_NUM_THREADS": "1"})
         results = {key: future.result() for key, future in futures.items()}
-    loaded = results.pop("host, loaded, 1 thread")
     assert compiled[0] == "2" and loaded[0] == "1"
     assert int(compiled[2]) == 0 and int(compiled[3]) > 0  # an empty cache: all compiled
     assert int(loaded[2]) > 0 and int(loaded[3]) == 0  # all loaded, drivers too
-    digests = {"host": compiled[1], "host, loaded, 1 thread": loaded[1]}
+    digests = {"host": host[1], f"{again}, loaded, 1 thread": loaded[1]}
     digests |= {name: out[1] for name, out in results.items()}
     with capsys.disabled():
-        print(f"\n  digest {compiled[1][:16]}... under " + ", ".join(digests), end="")
+        print(f"\n  digest {host[1][:16]}... under " + ", ".join(digests), end="")
     assert len(set(digests.values())) == 1, digests
