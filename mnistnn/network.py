@@ -536,6 +536,7 @@ class NNetworkExtended:
                     bar.set_postfix(loss=f"{loss:.4f}", accuracy=f"{acc:.4f}", refresh=False)
                     bar.update(it - bar.n - start)
                 if stop:
+                    _stopped_early(bar)
                     break
         return best
 
@@ -559,6 +560,7 @@ class NNetworkExtended:
                 bar.set_postfix(loss=f"{loss:.4f}", accuracy=f"{acc:.4f}", refresh=False)
                 bar.update(1)
                 if best is not None and best.stop_after(epoch):
+                    _stopped_early(bar)
                     break
         return best
 
@@ -692,6 +694,18 @@ class _Best:
         self.net._theta[...], self.net._velocity[...] = self.theta, self.velocity
         key = "best_iteration" if self.net.batch_size is None else "best_epoch"
         return {key: self.step, "stopped_early": self.waited >= self.net.patience}
+
+
+def _stopped_early(bar: tqdm) -> None:
+    """End ``bar`` at the step where early stopping ended the run, as a finished bar: JupyterLab
+    draws a bar closed short of its total in red, as if the run had failed."""
+    if bar.disable:
+        return
+    done, started = bar.n, bar.start_t
+    bar.set_description("training (stopped early)", refresh=False)
+    bar.reset(total=done)  # the public way to change the total; it also zeroes the count ...
+    bar.start_t = started  # ... and the clock, which get their values back
+    bar.update(done)
 
 
 def fit_many(networks: Sequence[NNetworkExtended], X: Any, y: Any) -> list[NNetworkExtended]:

@@ -25,6 +25,7 @@ from mnistnn import (
     TrainingDivergedWarning,
     fit_many,
     kernels,
+    network,
     reference,
 )
 
@@ -145,6 +146,29 @@ def test_early_stopping_keeps_the_weights_of_the_lowest_validation_loss(batch_si
     assert val_loss[best - 1] == min(val_loss) and min(val_loss[best:]) >= val_loss[best - 1]
     _, val_rows = net._split(X.shape[0])
     assert net.loss(X[val_rows], y[val_rows]) == pytest.approx(val_loss[best - 1], rel=1e-6)
+
+
+@pytest.mark.parametrize("batch_size", [None, 40])
+def test_a_run_that_stops_early_ends_its_progress_bar_full(monkeypatch, batch_size):
+    # tqdm's notebook bar turns red when it closes short of its total, as if training had failed
+    closed = []
+
+    class Recording(network.tqdm):
+        def close(self) -> None:
+            closed.append((self.n, self.total, self.desc))
+            super().close()
+
+    monkeypatch.setattr(network, "tqdm", Recording)
+    X, y = make_data(n=600)
+    net = NNetworkExtended(nodes_in=64, hidden_layers=(32,), nodes_out=4, seed=0, alpha=2.0,
+                           momentum=0.9, batch_size=batch_size, epochs=60, maxiterations=200,
+                           validation_fraction=0.3, early_stopping=True, patience=4,
+                           progress=True)
+    net.fit(X, y)
+    steps = len(net.history["iteration" if batch_size is None else "epoch"])
+    assert net.training_info["stopped_early"] and steps < (200 if batch_size is None else 60)
+    n, total, desc = closed[-1]
+    assert n == total == steps and desc.startswith("training (stopped early)")
 
 
 def side_by_side_candidates() -> list[NNetworkExtended]:
