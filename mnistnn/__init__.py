@@ -7,9 +7,10 @@ The public names, handed on from the modules that define them:
 - :mod:`mnistnn.network`: ``NNetworkMinimal``, ``NNetworkExtended``, ``TrainingDivergedError``,
   and the warnings ``TrainingDivergedWarning`` and ``PixelScaleWarning``
 - :mod:`mnistnn.modelfile`: ``ModelFormatError`` (models are saved with ``.save``/``.load``)
+- :mod:`mnistnn.reference` (the math in plain NumPy) and :mod:`mnistnn.training` (the loop)
 """
 
-from . import reference
+from . import reference, training
 from .datasets import (
     FASHION_MNIST_CLASSES,
     MNIST_CLASSES,
@@ -50,5 +51,6 @@ __all__ = [
     "load_mnist",
     "read_idx",
     "reference",
+    "training",
     "write_idx",
 ]

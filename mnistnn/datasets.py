@@ -40,6 +40,7 @@ import numpy as np
 
 from ._files import atomic_write, check_writable, remove_stale, temp_dir
 from ._gzip import GzipError, open_content
+from ._progress import progress_enabled
 from .idx import parse_header
 
 __all__ = [
@@ -229,26 +230,6 @@ class Source(Protocol):
     ) -> Iterable[tuple[str, Candidate]]:
         """Yield ``(name, candidate)`` for the requested files this source can provide."""
         ...
-
-
-# --------------------------------------------------------------------------- progress output
-
-PROGRESS_ENV = "MNISTNN_PROGRESS"
-_PROGRESS_OFF = frozenset({"0", "false", "no"})
-
-
-def progress_enabled(default: bool | None = None) -> bool:
-    """Whether to show progress messages and bars.
-
-    An explicit ``default`` (True or False, e.g. a function's ``progress`` argument) is returned
-    as is.  ``None`` means "not chosen": then ``$MNISTNN_PROGRESS`` decides, off when it is
-    ``0``, ``false`` or ``no`` (any case), on when it is unset or anything else.  Every
-    ``progress=None`` default in the package goes through here, so ``MNISTNN_PROGRESS=0``
-    silences notebooks and test runs without changing any call.
-    """
-    if default is not None:
-        return bool(default)
-    return os.environ.get(PROGRESS_ENV, "").strip().lower() not in _PROGRESS_OFF
 
 
 # --------------------------------------------------------------------------- locations

@@ -15,8 +15,9 @@ Images are the columns of ``I`` (``784 x N``, pixels / 255) and every layer is t
 
 The package's fast kernels (:mod:`mnistnn.kernels`) compute the same thing from the raw pixels,
 and the tests check that they agree.  ``NNetworkExtended(backend="numpy")`` trains with these
-functions.  Parameters are lists, one entry per layer: ``weights[l]`` ``(n_out, n_in)``,
-``biases[l]`` ``(n_out,)``, as the estimators' ``weights`` and ``biases``.
+functions, in the loop of :mod:`mnistnn.training`.  Parameters are lists, one entry per layer:
+``weights[l]`` ``(n_out, n_in)``, ``biases[l]`` ``(n_out,)``, as the estimators' ``weights`` and
+``biases``.
 """
 
 from __future__ import annotations
@@ -108,44 +109,3 @@ def update(
         v *= momentum
         v -= alpha * (g + d * p if d else g)
         p += v
-
-
-def train_full_batch(
-    weights: Params, biases: Params, X: np.ndarray, y: np.ndarray, alpha: float, iterations: int
-) -> list[float]:
-    """The write-up's training, in place: ``iterations`` steps of ``W = W - alpha * dW`` on all of
-    ``(X, y)``; returns the loss before each step."""
-    I, losses = inputs(X, weights[0].dtype), []  # noqa: E741
-    params = weights + biases
-    velocity = [np.zeros_like(p) for p in params]
-    for _ in range(iterations):
-        loss, dWs, dBs = backward(weights, biases, I, y)
-        update(params, dWs + dBs, velocity, alpha)
-        losses.append(loss)
-    return losses
-
-
-def train_epoch(
-    weights: Params,
-    biases: Params,
-    X: np.ndarray,
-    y: np.ndarray,
-    order: np.ndarray,
-    batch_size: int,
-    velocity: Params,
-    alpha: float,
-    momentum: float = 0.0,
-    weight_decay: float = 0.0,
-) -> float:
-    """One epoch of mini-batch SGD with momentum, in place: the images ``order`` in batches of
-    ``batch_size`` (the last one smaller), a step after each; ``velocity`` laid out as ``weights
-    + biases``.  Returns the mean loss over the batches (measured before each step)."""
-    params = weights + biases
-    decay = [weight_decay] * len(weights) + [0.0] * len(biases)
-    total = 0.0
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        loss, dWs, dBs = backward(weights, biases, inputs(X[rows], weights[0].dtype), y[rows])
-        update(params, dWs + dBs, velocity, alpha, momentum, decay)
-        total += loss * len(rows)
-    return total / len(order)

@@ -25,9 +25,14 @@ from mnistnn import (
     TrainingDivergedWarning,
     fit_many,
     kernels,
-    network,
     reference,
+    training,
 )
+from mnistnn.kernels.dense import _dense_forward
+from mnistnn.kernels.layers import forward, layered_backward
+from mnistnn.kernels.narrow import narrow_backward, narrow_nets_backward
+from mnistnn.kernels.pixels import _sparse_forward, _sparse_grad_tiles, sparse_pixels
+from mnistnn.kernels.reductions import _reduce_tiles, update
 
 
 def make_data(n: int = 120, n_in: int = 64, n_classes: int = 4, seed: int = 0):
@@ -100,11 +105,13 @@ def test_one_pass_and_layer_by_layer_give_the_same_bits(dtype):
     X = np.where(rng.random((1500, 64)) < 0.6, 0, rng.integers(1, 256, (1500, 64))).astype(np.uint8)
     y = rng.integers(0, 10, 1500)
     net = NNetworkExtended(nodes_in=64, hidden_layers=(10,), nodes_out=10, seed=6, dtype=dtype)
-    pixels, rows, m = kernels.sparse_pixels(X), np.arange(1500), 1500
+    pixels, rows, m = sparse_pixels(X), np.arange(1500), 1500
+    params = net._params
     results = []
-    for backward in (kernels.narrow_backward, kernels.layered_backward):
-        work = kernels.Plan(net.layer_sizes).workspace(m, net.dtype)
-        args = (net._theta, net._offsets, net._sizes, pixels, y.astype(np.int64), rows, work)
+    for backward in (narrow_backward, layered_backward):
+        work = params.workspace(m)
+        args = (params.theta, params.offsets, params.sizes_array, pixels, y.astype(np.int64),
+                rows, work)  # fmt: skip
         loss = backward(*args)
         results.append((loss, work.grad, work.losses, work.correct))
     (loss1, *arrays1), (loss2, *arrays2) = results
@@ -127,7 +134,7 @@ def test_weight_decay_and_step_decay_are_the_steps_they_describe():
         for W, b, dW, db in zip(by_hand.weights, by_hand.biases, gW, gb, strict=True):
             W -= alpha * (dW + 0.01 * W)
             b -= alpha * db
-    np.testing.assert_allclose(net._theta, by_hand._theta, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(net._params.theta, by_hand._params.theta, rtol=1e-12, atol=1e-15)
     plain = NNetworkExtended(**settings, alpha=0.3, maxiterations=4).fit(X, y)
     assert np.abs(net.weights[0]).sum() < np.abs(plain.weights[0]).sum()  # decay shrinks W
 
@@ -153,12 +160,12 @@ def test_a_run_that_stops_early_ends_its_progress_bar_full(monkeypatch, batch_si
     # tqdm's notebook bar turns red when it closes short of its total, as if training had failed
     closed = []
 
-    class Recording(network.tqdm):
+    class Recording(training.tqdm):
         def close(self) -> None:
             closed.append((self.n, self.total, self.desc))
             super().close()
 
-    monkeypatch.setattr(network, "tqdm", Recording)
+    monkeypatch.setattr(training, "tqdm", Recording)
     X, y = make_data(n=600)
     net = NNetworkExtended(nodes_in=64, hidden_layers=(32,), nodes_out=4, seed=0, alpha=2.0,
                            momentum=0.9, batch_size=batch_size, epochs=60, maxiterations=200,
@@ -193,7 +200,7 @@ def side_by_side_candidates() -> list[NNetworkExtended]:
 
 
 def fingerprint(net: NNetworkExtended) -> list:
-    return [net._theta.tobytes(), net._velocity.tobytes(), json.dumps(net.history)]
+    return [net._params.theta.tobytes(), net._velocity.tobytes(), json.dumps(net.history)]
 
 
 def test_fit_many_gives_each_network_the_bits_of_its_own_fit():
@@ -267,7 +274,7 @@ def test_sparse_pixels_lists_every_nonzero_pixel(n_in, dtype, index, value):
     if dtype != np.uint8:
         X /= 3  # not integers
     X[3] = 0  # an empty image
-    indptr, indices, values = kernels.sparse_pixels(X)
+    indptr, indices, values = sparse_pixels(X)
     assert (indices.dtype, values.dtype, indptr.shape) == (index, value, (31,))
     for i in range(len(X)):
         cols = np.flatnonzero(X[i])
@@ -278,9 +285,9 @@ def test_sparse_pixels_lists_every_nonzero_pixel(n_in, dtype, index, value):
 
 def test_sparse_pixels_refuses_other_types():
     with pytest.raises(ValueError, match="uint8, float32 or float64"):
-        kernels.sparse_pixels(np.zeros((3, 16), np.int16))
+        sparse_pixels(np.zeros((3, 16), np.int16))
     with pytest.raises(ValueError, match="2-D"):
-        kernels.sparse_pixels(np.zeros(16, np.uint8))
+        sparse_pixels(np.zeros(16, np.uint8))
 
 
 def test_float_pixels_give_the_same_predictions_as_uint8():
@@ -413,7 +420,7 @@ def test_batch_size_above_the_data_is_one_batch_of_all():
         tracemalloc.stop()
     assert peak < 20_000_000
     exact = NNetworkExtended(batch_size=300, **kwargs).fit(X, y)
-    np.testing.assert_array_equal(huge._theta, exact._theta)
+    np.testing.assert_array_equal(huge._params.theta, exact._params.theta)
 
 
 def test_network_too_big_for_memory_is_refused_before_allocating():
@@ -533,10 +540,10 @@ def test_fresh_network_is_at_chance_and_has_public_parameters():
 )
 def test_bad_inputs_are_refused_before_any_work(X, y, message):
     net = NNetworkExtended(nodes_in=64, hidden_layers=(4,), nodes_out=4, seed=0)
-    before = net._theta.copy()
+    before = net._params.theta.copy()
     with pytest.raises(ValueError, match=message):
         net.fit(X, y)
-    np.testing.assert_array_equal(net._theta, before)
+    np.testing.assert_array_equal(net._params.theta, before)
 
 
 @pytest.mark.parametrize(
@@ -664,14 +671,15 @@ def test_load_refuses_parameters_the_constructor_refuses(tmp_path, changes, frag
 def test_kernels_cache_on_disk():
     """The compiled kernels are cached (second kernel start is quick)."""
     for fn in (
-        kernels._dense_forward,
-        kernels._sparse_forward,
-        kernels._sparse_grad_tiles,
-        kernels._reduce_tiles,
-        kernels.narrow_backward,  # the drivers too: they contain the kernels' code
-        kernels.narrow_nets_backward,
-        kernels.train_epoch,
-        kernels.forward,
+        _dense_forward,
+        _sparse_forward,
+        _sparse_grad_tiles,
+        _reduce_tiles,
+        update,
+        narrow_backward,  # the drivers too: they contain the kernels' code
+        narrow_nets_backward,
+        layered_backward,
+        forward,
     ):
         assert isinstance(fn._cache, FunctionCache)
 
@@ -735,7 +743,7 @@ def test_the_numpy_backend_computes_what_the_kernels_compute(hidden, mini_batch)
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
     for net in nets:
         net.fit(X, y)
-    np.testing.assert_allclose(nets[0]._theta, nets[1]._theta, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(nets[0]._params.theta, nets[1]._params.theta, rtol=1e-10, atol=1e-13)
     for key, values in nets[0].history.items():
         np.testing.assert_allclose(values, nets[1].history[key], rtol=1e-10)
     np.testing.assert_allclose(nets[0].predict_proba(X), nets[1].predict_proba(X), rtol=1e-10)

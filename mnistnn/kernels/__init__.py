@@ -24,14 +24,12 @@ threads by tiles of images whose number depends on the batch only, added in tile
 network trains to the same weights on any x86-64 CPU, with any number of threads, whether this
 process compiled the kernels or loaded them from the cache (``tests/test_determinism.py``).
 
-The compiled kernels are loaded on first use: ``mnistnn.kernels.forward`` and the like import
-the module that holds them (and Numba) only when they are first looked up.
+Import a compiled kernel from its module (``from mnistnn.kernels.layers import forward``): this
+package itself hands on only the plan (:mod:`~mnistnn.kernels.plan`), so importing it does not
+load Numba; :mod:`mnistnn.backends` imports the kernels on a network's first computation.
 """
 
 from __future__ import annotations
-
-import importlib
-from typing import Any
 
 from .plan import (
     BLOCK,
@@ -48,8 +46,6 @@ from .plan import (
     work_size,
 )
 
-_COMPILED = ("layers", "narrow", "pixels", "dense", "softmax", "reductions", "buffers", "simd")
-
 __all__ = [
     "BLOCK",
     "CHUNK",
@@ -64,15 +60,3 @@ __all__ = [
     "layout",
     "work_size",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    """A submodule, or a compiled kernel from the first of the modules above that defines it
-    (they load Numba)."""
-    if name in (*_COMPILED, "cache"):
-        return importlib.import_module(f"{__name__}.{name}")
-    for module in _COMPILED:
-        found = getattr(importlib.import_module(f"{__name__}.{module}"), name, None)
-        if found is not None:
-            return found
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """The drivers of any network, one layer at a time (the plain version is :mod:`mnistnn.reference`):
-:func:`forward`, :func:`layered_backward`, :func:`train_epoch` (mini-batch SGD in one call),
-:func:`predict_proba`, :func:`evaluate`.
+:func:`forward`, :func:`layered_backward`, :func:`predict_proba`, :func:`evaluate`.  What happens
+between batches (the update, the loop) is :mod:`mnistnn.training`'s.
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ from .buffers import (
     grad_tiles,
 )
 from .dense import _dense_backprop, _dense_forward, _dense_grad_tiles
-from .narrow import narrow_backward
 from .pixels import _sparse_forward, _sparse_grad_tiles, chunks, pixel_columns
-from .plan import LANES, PIXEL_SCALE, TILE, Workspace
-from .reductions import _bias_grad, _mean, _reduce_tiles, update
+from .plan import PIXEL_SCALE, TILE
+from .reductions import _bias_grad, _mean, _reduce_tiles
 from .softmax import _softmax_xent
 
 
@@ -87,42 +86,6 @@ def layered_backward(theta, off, sizes, pixels, y, rows, work):
     _sparse_grad_tiles(dZ, columns, parts, partial)
     _reduce_tiles(partial, True, theta.dtype.type(PIXEL_SCALE), dW)
     return _mean(losses)
-
-
-@njit(cache=True)
-def train_epoch(theta, off, sizes, pixels, y, order, batch_size, work, velocity, steps):
-    """One epoch of mini-batch SGD over images ``order`` in batches of ``batch_size``, the last one
-    smaller: after each batch's gradients (:func:`~mnistnn.kernels.narrow.narrow_backward` for a
-    narrow network, else :func:`layered_backward`, in ``work``, a
-    :class:`~mnistnn.kernels.plan.Workspace` for ``batch_size`` images),
-    :func:`~mnistnn.kernels.reductions.update` with ``steps = (alpha, momentum, decay)``.
-
-    Returns ``(mean loss, accuracy, batches done)`` over the batches seen (measured before each
-    batch's update).  Stops early, without updating, at the first batch whose loss or updated
-    parameters would not be finite; then ``batches done`` is smaller than the number of batches
-    and the loss is that batch's.
-    """
-    alpha, momentum, decay = steps
-    n = order.shape[0]
-    narrow = sizes.shape[0] == 3 and max(sizes[1], sizes[2]) <= LANES  # plan.is_narrow(sizes)
-    total_loss = 0.0
-    hits = 0
-    done = 0
-    for start in range(0, n, batch_size):
-        rows = order[start : min(n, start + batch_size)]
-        m = rows.shape[0]
-        batch = Workspace(work.buf, work.grad, work.losses[:m], work.correct[:m])
-        if narrow:
-            loss = narrow_backward(theta, off, sizes, pixels, y, rows, batch)
-        else:
-            loss = layered_backward(theta, off, sizes, pixels, y, rows, batch)
-        if not (np.isfinite(loss) and update(theta, work.grad, velocity, alpha, momentum, decay)):
-            return loss, 0.0, done
-        total_loss += loss * m
-        for i in range(m):
-            hits += work.correct[i]
-        done += 1
-    return total_loss / n, hits / n, done
 
 
 def predict_proba(theta, off, sizes, pixels, rows, buf):

@@ -88,6 +88,10 @@ class Workspace(NamedTuple):
     losses: np.ndarray
     correct: np.ndarray
 
+    def head(self, m: int) -> Workspace:
+        """The same arrays, with ``losses`` and ``correct`` cut to a batch of ``m`` images."""
+        return self._replace(losses=self.losses[:m], correct=self.correct[:m])
+
 
 class Plan(NamedTuple):
     """What the kernels of a network of layer sizes ``sizes`` do, and the room they need (see the
