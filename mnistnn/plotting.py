@@ -2,8 +2,12 @@
 and diagrams of the network, its gradients and its training.
 
 Every plotting function takes numpy arrays (the diagrams: layer sizes), draws one figure and
-returns it; none of them trains a network or reads files.  (``quadratic_descent`` computes the
-points that gradient descent visits on a small quadratic, for ``descent_paths`` to draw.)
+returns it; none of them trains a network or reads files.  Three helpers compute what they
+draw: ``quadratic_descent`` the points that gradient descent visits on a small quadratic (for
+``descent_paths``), ``layer_statistics`` a deep network's activations and gradients with
+:mod:`mnistnn.reference` (for ``layer_activation_histograms`` and
+``layer_gradient_histograms``) and ``update_ratios`` one training step's update-to-weight
+ratios (for ``update_ratio_curves``).
 They share one look: digits in ``gray_r`` (ink dark on white paper, as the digits were
 written) with every pixel drawn as a solid square, titles with class names, mistakes in red.
 
@@ -538,34 +542,26 @@ def learning_rate_search(
         raise ValueError(f"spread must be 'band' or 'bars', got {spread!r}")
     fig = _new_figure((8.0, 4.0))
     ax = fig.add_subplot()
-    top = ax.get_xaxis_transform()  # x in data, y in axes coordinates
     tried: set[float] = set()
     means: dict[tuple[str, float], float] = {}
     seeds, diverged = 1, False
     for i, (name, runs) in enumerate(results.items()):
-        alphas = np.array(sorted(runs), dtype=np.float64)
-        if alphas.size == 0 or alphas[0] <= 0:
-            raise ValueError(f"setting {name!r}: needs alphas > 0, got {alphas.tolist()}")
-        values = [np.atleast_1d(np.asarray(runs[a], dtype=np.float64)) for a in sorted(runs)]
-        finite = [v[np.isfinite(v)] for v in values]
-        seeds = max(seeds, *(len(v) for v in values))
-        ok = np.array([v.size > 0 for v in finite])
-        mean = np.array([v.mean() if v.size else np.nan for v in finite])
-        low = np.array([v.min() if v.size else np.nan for v in finite])
-        high = np.array([v.max() if v.size else np.nan for v in finite])
-        color = f"C{i % 10}"
+        alphas, mean, low, high, n = _over_seeds(name, runs)
+        ok, color = np.isfinite(mean), f"C{i % 10}"
         ax.plot(alphas[ok], mean[ok], "-o", color=color, label=name, linewidth=1.6, markersize=5)
         if spread == "band":
             ax.fill_between(alphas[ok], low[ok], high[ok], color=color, alpha=0.18, linewidth=0)
         else:
             errors = [mean[ok] - low[ok], high[ok] - mean[ok]]
             ax.errorbar(alphas[ok], mean[ok], errors, fmt="none", ecolor=color, capsize=3)
-        if not ok.all():
-            ax.plot(alphas[~ok], np.full((~ok).sum(), 0.97 - 0.05 * i), "x", color=color, markersize=9,
-                    markeredgewidth=2, transform=top, clip_on=False)  # fmt: skip
+        if not ok.all():  # a × at the top of the axes, a little lower for each setting
+            y = np.full(np.count_nonzero(~ok), 0.97 - 0.05 * i)
+            ax.plot(alphas[~ok], y, "x", color=color, markersize=9, markeredgewidth=2,
+                    transform=ax.get_xaxis_transform(), clip_on=False)  # fmt: skip
             diverged = True
         tried.update(alphas.tolist())
         means.update(((name, float(a)), float(m)) for a, m in zip(alphas, mean, strict=True))
+        seeds = max(seeds, n)
     handles, _ = ax.get_legend_handles_labels()
     if seeds > 1:
         handles.append(_spread_handle(spread, seeds))
@@ -586,6 +582,18 @@ def learning_rate_search(
     return fig
 
 
+def _over_seeds(name: str, runs: Mapping[float, float | Sequence[float]]) -> tuple:
+    """``(alphas, mean, lowest, highest, most seeds)`` of one setting's runs, sorted by alpha,
+    over the finite values (nan where there are none)."""
+    alphas = np.array(sorted(runs), dtype=np.float64)
+    if alphas.size == 0 or alphas[0] <= 0:
+        raise ValueError(f"setting {name!r}: needs alphas > 0, got {alphas.tolist()}")
+    values = [np.atleast_1d(np.asarray(runs[a], dtype=np.float64)) for a in sorted(runs)]
+    finite = [v[np.isfinite(v)] for v in values]
+    stats = np.array([(v.mean(), v.min(), v.max()) if v.size else (np.nan,) * 3 for v in finite])
+    return alphas, *stats.T, max(len(v) for v in values)
+
+
 def _mark_chosen(
     ax: Axes,
     chosen: tuple[str, float],
@@ -595,8 +603,8 @@ def _mark_chosen(
 ) -> None:
     """A star on the chosen mean, its value written at the top (or bottom) of the axes, where
     the other lines seldom are: above a minimum, below a maximum."""
-    if chosen not in means:
-        raise ValueError(f"chosen {chosen!r} is not among the results")
+    if not np.isfinite(means.get(chosen, np.nan)):
+        raise ValueError(f"chosen {chosen!r} is not among the results' finite values")
     alpha, value = chosen[1], means[chosen]
     finite = [m for m in means.values() if np.isfinite(m)]
     above = value <= (min(finite) + max(finite)) / 2
@@ -1350,20 +1358,26 @@ def layer_statistics(
 
 
 def _layer_lines(
-    ax: Axes, values: list[np.ndarray], sizes: list[int], labels: list[str], edges: np.ndarray
-) -> None:
-    """One histogram line per layer's ``values`` on ``ax``, as a share of its ``sizes`` values."""
+    values: list[np.ndarray], sizes: list[int], labels: list[str], edges: np.ndarray, log: bool
+) -> tuple[Figure, Axes]:
+    """A figure with one histogram line per layer's ``values``, as a share of its ``sizes``
+    values, the legend on the right."""
+    fig = _new_figure((9.6, 4.0))
+    ax = fig.add_subplot()
     for i, (v, size, label) in enumerate(zip(values, sizes, labels, strict=True)):
         counts, _ = np.histogram(v, bins=edges)
         ax.stairs(counts / size, edges, color=f"C{i % 10}", linewidth=1.6, label=label)
     ax.set_xlim(edges[0], edges[-1])
-    ax.set_ylabel("share of the layer's values")
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel("share of the layer's values" + (" (log scale)" if log else ""))
     ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), labelspacing=1.0)
+    return fig, ax
 
 
 def layer_activation_histograms(
-    activations: Sequence[ArrayLike], bins: int = 60, title: str | None = None
+    activations: Sequence[ArrayLike], bins: int = 60, log: bool = False, title: str | None = None
 ) -> Figure:
     """Histograms of every hidden layer's activations, one line per layer on one axes.
 
@@ -1373,7 +1387,8 @@ def layer_activation_histograms(
     exactly 0 (a ReLU unit silent on that image), whose spike would flatten the rest.  The
     legend gives each layer's mean and standard deviation (over all its values), its share of
     exact zeros and its dead units: 0 for every image of the batch, so they pass nothing on and
-    learn nothing from it.  Returns the figure, with one axes.
+    learn nothing from it.  ``log`` puts the y axis on a log scale (to see the rare large
+    values).  Returns the figure, with one axes.
     """
     arrays = _layer_arrays(activations, "activations")
     labels = []
@@ -1388,9 +1403,7 @@ def layer_activation_histograms(
     low = min(0.0, *(float(a.min()) for a in arrays))
     high = max((float(v.max()) for v in nonzero if v.size), default=low)
     edges = np.linspace(low, high if high > low else low + 1.0, int(bins) + 1)
-    fig = _new_figure((7.0, 4.0))
-    ax = fig.add_subplot()
-    _layer_lines(ax, nonzero, [a.size for a in arrays], labels, edges)
+    fig, ax = _layer_lines(nonzero, [a.size for a in arrays], labels, edges, log)
     ax.set_xlabel(f"activation ReLU(H) of {arrays[0].shape[1]:,} images (zeros not drawn)")
     if title:
         ax.set_title(title)
@@ -1400,7 +1413,8 @@ def layer_activation_histograms(
 def layer_gradient_histograms(
     gradients: Sequence[ArrayLike],
     weights: Sequence[ArrayLike] | None = None,
-    bins: int = 60,
+    bins: int = 80,
+    log: bool = True,
     title: str | None = None,
 ) -> Figure:
     """Histograms of the gradients of every weight matrix, one line per layer on one axes.
@@ -1412,7 +1426,9 @@ def layer_gradient_histograms(
     each matrix's shape and the mean and standard deviation of its gradient; with ``weights``
     (the matching ``W_l``) also the gradient-to-weight ratio ``std(dW_l) / std(W_l)``: how
     large a step of ``alpha · dW_l`` is against the weights it changes (layers far apart learn
-    at very different speeds).  Returns the figure, with one axes.
+    at very different speeds).  The y axis is on a log scale unless ``log=False``: the layers'
+    gradients differ several times in width, and only there do the narrow peaks and the wide
+    tails both show.  Returns the figure, with one axes.
     """
     arrays = _layer_arrays(gradients, "gradients")
     if weights is not None and [np.shape(w) for w in weights] != [g.shape for g in arrays]:
@@ -1425,9 +1441,7 @@ def layer_gradient_histograms(
         labels.append(text)
     limit = max(float(np.quantile(np.abs(g), 0.995)) for g in arrays) or 1.0
     edges = np.linspace(-limit, limit, int(bins) + 1)
-    fig = _new_figure((7.0, 4.0))
-    ax = fig.add_subplot()
-    _layer_lines(ax, arrays, [g.size for g in arrays], labels, edges)
+    fig, ax = _layer_lines(arrays, [g.size for g in arrays], labels, edges, log)
     ax.set_xlabel("gradient dW of the loss, one value per weight (the widest layer's 99.5%)")
     if title:
         ax.set_title(title)

@@ -583,6 +583,8 @@ def test_learning_rate_search_single_values_and_errors(figures: list[Figure]) ->
     assert len(ax.texts) == 0 and ax.get_ylabel() == "val acc"  # nothing chosen
     with pytest.raises(ValueError, match=r"chosen \('he', 0.3\) is not among the results"):
         plotting.learning_rate_search({"he": {0.1: 1.0}}, chosen=("he", 0.3))
+    with pytest.raises(ValueError, match="finite values"):  # every run diverged
+        plotting.learning_rate_search({"he": {0.1: 1.0, 3.0: np.nan}}, chosen=("he", 3.0))
     with pytest.raises(ValueError, match="needs alphas > 0"):
         plotting.learning_rate_search({"he": {0.0: 1.0}})
     with pytest.raises(ValueError, match="spread must be"):
@@ -631,8 +633,11 @@ def test_layer_activation_histograms(figures: list[Figure]) -> None:
         "layer 2 (2 units): mean 0.75, std 0.829\n    exactly 0: 50%, dead units: 1 (50%)",
     ]
     assert ax.get_xlabel() == "activation ReLU(H) of 4 images (zeros not drawn)"
-    assert ax.get_title() == "t"
+    assert ax.get_title() == "t" and ax.get_yscale() == "linear"
     render(fig)
+    fig = plotting.layer_activation_histograms([first, second], log=True)
+    figures.append(fig)
+    assert fig.axes[0].get_yscale() == "log"
     with pytest.raises(ValueError, match="layer 2 must be a non-empty 2-D array"):
         plotting.layer_activation_histograms([first, np.zeros(3)])
 
@@ -643,7 +648,7 @@ def test_layer_gradient_histograms(figures: list[Figure]) -> None:
     fig = plotting.layer_gradient_histograms(gradients, weights, bins=10)
     figures.append(fig)
     (ax,) = fig.axes
-    assert len(ax.patches) == 3
+    assert len(ax.patches) == 3 and ax.get_yscale() == "log"  # narrow peaks and wide tails
     for patch, g in zip(ax.patches, gradients, strict=True):
         heights, edges, _ = patch.get_data()
         np.testing.assert_allclose(heights, np.histogram(g, edges)[0] / g.size)
@@ -654,9 +659,10 @@ def test_layer_gradient_histograms(figures: list[Figure]) -> None:
         f"    std(dW) / std(W): {g.std() / W.std():.2g}"
     )
     render(fig)
-    plain = plotting.layer_gradient_histograms(gradients)
+    plain = plotting.layer_gradient_histograms(gradients, log=False)
     figures.append(plain)
     assert "std(dW)" not in plain.axes[0].get_legend().get_texts()[0].get_text()
+    assert plain.axes[0].get_yscale() == "linear"
     with pytest.raises(ValueError, match="shaped like the gradients"):
         plotting.layer_gradient_histograms(gradients, weights[:2])
 
