@@ -610,6 +610,7 @@ def _mark_chosen(
     above = value <= (min(finite) + max(finite)) / 2
     ax.plot(alpha, value, "*", color="black", markersize=16, zorder=5)
     ha = "left" if alpha == tried[0] else "right" if alpha == tried[-1] else "center"
+    start = ({"left": 0.0, "center": 0.5, "right": 1.0}[ha], 0.0 if above else 1.0)
     ax.annotate(
         f"chosen: {chosen[0]}, α = {alpha:g}\n{ylabel} {value:.4g}",
         (alpha, value),
@@ -618,7 +619,7 @@ def _mark_chosen(
         ha=ha,
         va="top" if above else "bottom",
         fontsize=9,
-        arrowprops={"arrowstyle": "-", "color": "black", "linewidth": 0.8, "linestyle": ":"},
+        arrowprops={"arrowstyle": "-", "color": "k", "lw": 0.8, "ls": ":", "relpos": start},
         bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85},
     )
 
@@ -1489,8 +1490,8 @@ def update_ratio_curves(
     ``healthy`` (1e-3, the value commonly cited as healthy: each step changes the weights by
     about a thousandth of their spread).  Healthy training keeps every layer near it: far below
     (1e-4 and less) a layer barely learns; far above (1e-2 and more) its steps are so large
-    that it forgets what it learned; layers far apart learn at different speeds.  Returns the
-    figure, with one axes.
+    that it forgets what it learned; curves far apart mean layers that learn at very different
+    speeds.  Returns the figure, with one axes.
     """
     r = np.asarray(ratios, dtype=np.float64)
     if r.ndim != 2 or r.size == 0:
