@@ -582,7 +582,9 @@ def learning_rate_search(
     return fig
 
 
-def _over_seeds(name: str, runs: Mapping[float, float | Sequence[float]]) -> tuple:
+def _over_seeds(
+    name: str, runs: Mapping[float, float | Sequence[float]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """``(alphas, mean, lowest, highest, most seeds)`` of one setting's runs, sorted by alpha,
     over the finite values (nan where there are none)."""
     alphas = np.array(sorted(runs), dtype=np.float64)
