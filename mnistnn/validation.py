@@ -56,13 +56,13 @@ def number(
     words = name_in_words or "value"
     if abs(value) > largest:
         raise ValueError(
-            f"{name}={value:g} does not fit in {dtype} (largest {largest:.3g}); choose a smaller "
+            f"{name}={value!r} does not fit in {dtype} (largest {largest:.3g}); choose a smaller "
             f"{words}"
         )
     if value and not np.array(value, dtype=dtype):
         smallest = float(np.finfo(dtype).smallest_subnormal)
         raise ValueError(
-            f"{name}={value:g} is 0 in {dtype} (smallest {smallest:.3g}): it would change "
+            f"{name}={value!r} is 0 in {dtype} (smallest {smallest:.3g}): it would change "
             f"nothing; choose a larger {words}"
         )
     return value

@@ -263,6 +263,14 @@ def test_learning_rate_beyond_float32(tmp_path: Path) -> None:
     assert_error(result, "alpha=1e+39 does not fit in float32", "smaller learning rate")
 
 
+@needs_data
+def test_learning_rate_that_is_zero_in_float32(tmp_path: Path) -> None:
+    """--lr 1e-320 is 0 in float32: it used to train nothing and save an 11% model in silence."""
+    result = run_cli("train", "--hidden", 8, "--lr", "1e-320", "--out", "m.npz", cwd=tmp_path)
+    assert_error(result, "alpha=1e-320 is 0 in float32", "larger learning rate")
+    assert not (tmp_path / "m.npz").exists()
+
+
 def test_unwritable_out_is_refused_before_training(tmp_path: Path, run_read_only) -> None:  # type: ignore[no-untyped-def]
     """The error used to come after the whole run, naming a temporary file."""
     (tmp_path / "ro").mkdir()

@@ -759,3 +759,45 @@ def test_only_the_numpy_backend_takes_centred_images():
     assert net.history["loss"][-1] < net.history["loss"][0]
     with pytest.raises(ValueError, match="backend must be"):
         NNetworkExtended(backend="torch")
+
+
+@pytest.mark.parametrize(
+    "name, value", [("alpha", 0.05), ("momentum", 0.9), ("validation_fraction", 0.1),
+                    ("weight_decay", 1e-4), ("decay_factor", 0.5)],
+)  # fmt: skip
+def test_numpy_scalars_are_numbers_too(name, value):
+    """``alpha=np.float32(0.05)`` was refused as "not a positive number"."""
+    for scalar in (np.float32(value), np.float64(value)):
+        net = NNetworkExtended(hidden_layers=(4,), **{name: scalar})
+        assert getattr(net, name) == float(scalar) and type(getattr(net, name)) is float
+
+
+@pytest.mark.parametrize("name", ["alpha", "momentum", "weight_decay", "decay_factor"])
+def test_settings_that_are_zero_in_the_dtype_are_refused(name):
+    """A learning rate of 1e-320 is 0 in float32: nothing trained and nothing was said."""
+    with pytest.raises(ValueError, match=rf"{name}=1e-320 is 0 in float32"):
+        NNetworkExtended(hidden_layers=(4,), **{name: 1e-320})
+    with pytest.raises(ValueError, match=rf"{name}=1e-50 is 0 in float32"):
+        NNetworkExtended(hidden_layers=(4,)).set_params(**{name: 1e-50})
+    assert getattr(NNetworkExtended(hidden_layers=(4,), dtype="float64", **{name: 1e-320}),
+                   name) == 1e-320  # a float64 network keeps it  # fmt: skip
+
+
+@pytest.mark.parametrize("layers", [{8, 4, 16}, frozenset({8}), {8: 1}, (w for w in (8, 4))])
+def test_hidden_layers_without_an_order_are_refused(layers):
+    """A set was accepted as 784 -> 8 -> 16 -> 4 -> 10, in an order the caller never wrote."""
+    with pytest.raises(ValueError, match="hidden_layers must be a sequence of layer widths"):
+        NNetworkExtended(hidden_layers=layers)
+
+
+def test_fit_many_refuses_one_network_given_twice():
+    """fit_many([n, n]) trained one set of weights twice over, side by side, and gave weights
+    equal to neither one fit nor two."""
+    X, y = make_data()
+    net = NNetworkMinimal(nodes_in=64, nodes_out=4, maxiterations=2, seed=0)
+    before = net.weights[0].copy()
+    with pytest.raises(ValueError, match="the same network more than once"):
+        fit_many([net, NNetworkMinimal(nodes_in=64, nodes_out=4, seed=1), net], X, y)
+    np.testing.assert_array_equal(net.weights[0], before)
+    assert net.history == {}
+
