@@ -302,9 +302,9 @@ def test_compress_nonzero_refuses_wrong_types():
 
 _CACHE_PROBE = """
 import numpy as np
-from mnistnn import kernels
-kernels.sparse_pixels(np.eye(20, 40, dtype=np.uint8))
-stats = kernels._sparse_pixels.stats
+from mnistnn.kernels import pixels
+pixels.sparse_pixels(np.eye(20, 40, dtype=np.uint8))
+stats = pixels._sparse_pixels.stats
 print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
 """
 
