@@ -41,7 +41,8 @@ import numba
 import numpy as np
 
 import mnistnn
-from mnistnn import kernels, reference
+from mnistnn import reference
+from mnistnn.kernels.pixels import sparse_pixels
 
 try:
     import torch
@@ -169,7 +170,7 @@ def take_turns(
 def describe_first_layer(X: np.ndarray, spread: str) -> None:
     """Print what listing the nonzero pixels costs (every first layer works on them only)."""
     flat = X.reshape(X.shape[0], -1)
-    once = statistics.median([timed(lambda: kernels.sparse_pixels(flat)) for _ in range(3)])
+    once = statistics.median([timed(lambda: sparse_pixels(flat)) for _ in range(3)])
     print(
         f"  (b) first layer works on the nonzero pixels only; listing them costs "
         f"{once * 1e3:.0f} ms once per fit call (spread over {spread})"
