@@ -12,7 +12,11 @@ the data comes from :mod:`mnistnn.datasets`, the networks from :mod:`mnistnn.net
 file format from :mod:`mnistnn.modelfile`, the scores from :mod:`mnistnn.metrics`, the
 pixels of image files from :mod:`mnistnn.images`.  Any error prints one line
 ``mnistnn: error: ...`` on stderr and exits with status 2; a warning (e.g. a training run that
-diverged) prints one line ``mnistnn: warning: ...``; Ctrl-C exits with 130.
+diverged) prints one line ``mnistnn: warning: ...``; Ctrl-C exits with 130.  ``predict`` gives
+no prediction for a blank image (one warning line, ``IMAGE: no prediction (blank image)`` on
+stdout) and then exits with status 1.  ``train`` checks ``--out`` before training; if saving
+still fails afterwards (a full disk), the model is saved to a temporary file that the error
+names, so the training is not lost.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import argparse
 import math
 import os
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, datasets, metrics
-from ._files import check_writable
+from ._files import check_writable, writable_target
 from .datasets import DatasetFetchError, DatasetSpec
 from .idx import IdxFormatError
 from .images import MNIST_SIDE, load_image
@@ -333,7 +338,7 @@ def run_train(args: argparse.Namespace) -> int:
     model.training_info.update(
         dataset=spec.key, train_accuracy=train_accuracy, test_accuracy=test_accuracy
     )
-    model.save(args.out)
+    _save(model, args.out)
     print(f"train accuracy       {train_accuracy:.2%}")
     if "val_accuracy" in model.history:
         held_out = len(X) - model.training_info["samples"]
@@ -348,10 +353,16 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _check_output(out: Path, force: bool) -> None:
-    """Refuse, before any training, an --out that cannot or should not be written."""
+    """Refuse, before any training, an --out that cannot or should not be written: a folder,
+    anything else that is not a regular file (even with --force), an existing file without
+    --force, a missing or unwritable folder.  A symbolic link is written through."""
     if out.is_dir():
         raise CliError(f"--out {out} is a folder; give a file name such as {out / 'model.npz'}")
-    if out.exists() and not force:
+    try:
+        writable_target(out)
+    except OSError as exc:
+        raise CliError(f"cannot save to {exc.filename}: {exc.strerror}") from None
+    if (out.exists() or out.is_symlink()) and not force:
         raise CliError(f"{out} already exists; add --force to overwrite it or choose another --out")
     if not out.parent.is_dir():
         raise CliError(f"cannot save to {out}: the folder {out.parent} does not exist")
@@ -361,6 +372,29 @@ def _check_output(out: Path, force: bool) -> None:
         raise CliError(
             f"cannot save to {out}: {exc.strerror or exc}; choose another --out"
         ) from None
+
+
+def _save(model: NNetworkExtended, out: Path) -> None:
+    """``model.save(out)``; if that fails after all (a disk that filled up during training),
+    save to a new temporary file instead and raise a CliError naming both."""
+    try:
+        model.save(out)
+        return
+    except OSError as exc:
+        problem = f"cannot save to {out}: {exc.strerror or exc}"
+    name = ""
+    try:
+        fd, name = tempfile.mkstemp(prefix="mnistnn-model-", suffix=".npz")
+        os.close(fd)
+        model.save(name)
+    except OSError as exc:
+        if name:
+            Path(name).unlink(missing_ok=True)
+        raise CliError(
+            f"{problem}; saving to a temporary file failed too ({exc.strerror or exc}): "
+            "the trained model is lost; free some space and train again"
+        ) from None
+    raise CliError(f"{problem}; the model was saved to {name} instead: move it from there")
 
 
 def _arrows(sizes: Sequence[int]) -> str:
@@ -456,16 +490,21 @@ def run_predict(args: argparse.Namespace) -> int:
     names = datasets.get_spec(key).classes if key else datasets.MNIST_CLASSES
     if len(names) != model.nodes_out:
         names = tuple(str(k) for k in range(model.nodes_out))
-    loaded = [load_image(path) for path in args.images]
+    loaded = [load_image(path) for path in args.images]  # a blank one warns
     proba = model.predict_proba(np.stack([pixels for pixels, _ in loaded]))
     width = max(len(name) for name in names)
-    for path, (_, inverted), p in zip(args.images, loaded, proba, strict=True):
+    blank = 0
+    for path, (pixels, inverted), p in zip(args.images, loaded, proba, strict=True):
+        if not pixels.any():
+            print(f"{path}: no prediction (blank image)")
+            blank += 1
+            continue
         order = np.argsort(-p, kind="stable")
         note = "  (light background: inverted)" if inverted else ""
         print(f"{path}: {names[order[0]]}{note}")
         for k in order[: args.top]:
             print(f"  {names[k]:<{width}}  {p[k]:7.2%}")
-    return 0
+    return 1 if blank else 0
 
 
 # --------------------------------------------------------------------------- main

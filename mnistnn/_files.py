@@ -6,31 +6,127 @@ target, flushed to disk, then renamed over the target, so the target is either t
 the complete new one, never a partial file.
 
 Temporaries (files, and the work folders of :func:`temp_dir`) are named
-``.<target name>.<process id>-<12 hex digits>.tmp``.  A process killed with ``kill -9`` cannot
+``.<target name>.<process id>-<12 hex digits>.tmp`` (the target name shortened so that the whole
+name stays within the 255 bytes file systems allow).  A process killed with ``kill -9`` cannot
 remove its own; :func:`remove_stale` removes those whose process is gone, and nothing else.
+
+What may be written over is decided here, once (:func:`writable_target`): a regular file, or
+nothing yet.  A folder, a device, a FIFO or a socket is never replaced (:class:`NotAFileError`);
+a symbolic link is written *through*: the file it leads to is replaced atomically and the link
+stays, as a shell's ``>`` would do.  Reading goes through :func:`open_regular`, which refuses the
+same kinds of path without blocking (a FIFO with no writer would block ``open`` for ever).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
 import shutil
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write", "check_writable", "remove_stale", "temp_dir"]
+__all__ = [
+    "NotAFileError",
+    "atomic_write",
+    "check_writable",
+    "open_regular",
+    "remove_stale",
+    "temp_dir",
+    "writable_target",
+]
 
 _STARTED = time.time()  # no temporary of this process can be older than this module
 _TEMP = re.compile(r"^\.(?P<target>.+)\.(?P<pid>[0-9]+)-[0-9a-f]{12}\.tmp$")
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # POSIX only; Windows has no FIFOs to block on
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | _NONBLOCK
+NAME_MAX = 255
+"""The longest file name (in bytes) that common file systems allow (ext4, APFS, NTFS)."""
+_STEM_MAX = NAME_MAX - len(".") - len(".4294967295-0123456789ab.tmp")  # room for any pid
+_KINDS = (
+    (stat.S_ISDIR, "folder"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISFIFO, "FIFO (named pipe)"),
+    (stat.S_ISSOCK, "socket"),
+)
+
+
+class NotAFileError(OSError):
+    """A path that exists but is not a regular file (a device, FIFO, socket...): mnistnn neither
+    replaces nor reads one.  ``filename`` is the path, ``strerror`` says what it is."""
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+def _kind(mode: int) -> str | None:
+    """What a file of ``st_mode`` ``mode`` is, when it is not a regular file; else None."""
+    return next((name for test, name in _KINDS if test(mode)), None)
+
+
+def _refuse(path: str | os.PathLike[str], kind: str, what: str) -> OSError:
+    """The error for a ``path`` of ``kind`` that is not a regular file; ``what`` is the advice."""
+    if kind == "folder":
+        return IsADirectoryError(errno.EISDIR, f"is a folder, not a file; {what}", os.fspath(path))
+    return NotAFileError(errno.EEXIST, f"is a {kind}, not a regular file; {what}", os.fspath(path))
+
+
+def _stem(target_name: str) -> str:
+    """``target_name``, shortened (at a character) so a temporary's name fits in NAME_MAX."""
+    while len(os.fsencode(target_name)) > _STEM_MAX:
+        target_name = target_name[:-1]
+    return target_name
 
 
 def _temp_name(target_name: str) -> str:
-    return f".{target_name}.{os.getpid()}-{secrets.token_hex(6)}.tmp"
+    return f".{_stem(target_name)}.{os.getpid()}-{secrets.token_hex(6)}.tmp"
+
+
+def writable_target(path: str | os.PathLike[str]) -> Path:
+    """The file that writing ``path`` replaces: ``path`` itself, or for a symbolic link the
+    file it leads to (the link is kept, as a shell's ``>`` keeps it).
+
+    Raises ``IsADirectoryError`` for a folder and :class:`NotAFileError` for anything else that
+    is not a regular file (a device, FIFO or socket, or a link to one), naming ``path``: the
+    package never replaces those (``/dev/null`` stays ``/dev/null``, even for root).
+    """
+    target = Path(path)
+    if target.is_symlink():
+        target = Path(os.path.realpath(target))
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        return target
+    kind = _kind(mode)
+    if kind is not None:
+        via = "" if target == Path(path) else f" (a link to {target}, which is a {kind})"
+        raise _refuse(path, kind, f"mnistnn replaces only regular files{via}: choose another path")
+    return target
+
+
+def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
+    """``open(path, "rb")`` for a regular file (symbolic links followed); anything else is
+    refused at once, as by :func:`writable_target`, without blocking (a FIFO is opened
+    non-blocking, so one with no writer cannot hang the caller).  To read a pipe, open it
+    yourself and pass the file object where a reader accepts one."""
+    fd = os.open(path, _READ_FLAGS)
+    try:
+        kind = _kind(os.fstat(fd).st_mode)
+        if kind is not None:
+            raise _refuse(path, kind, "mnistnn reads only regular files")
+        if _NONBLOCK:
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _naming(exc: OSError, target: Path) -> OSError:
@@ -40,8 +136,8 @@ def _naming(exc: OSError, target: Path) -> OSError:
     return type(exc)(exc.errno, exc.strerror, os.fspath(target))
 
 
-def _create(target: Path) -> tuple[int, Path]:
-    """Create an empty temporary sibling of ``target``: ``(fd, path)``.
+def _create(target: Path, named: str | os.PathLike[str]) -> tuple[int, Path]:
+    """Create an empty temporary sibling of ``target``: ``(fd, path)``; errors name ``named``.
 
     Mode 0o666 lets the umask decide, so the file gets the permissions of any ordinary new file.
     """
@@ -52,7 +148,7 @@ def _create(target: Path) -> tuple[int, Path]:
         except FileExistsError:
             continue
         except OSError as exc:
-            raise _naming(exc, target) from None
+            raise _naming(exc, Path(named)) from None
 
 
 @contextlib.contextmanager
@@ -64,19 +160,25 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     On any error the temporary is removed and a previous ``path`` is left untouched.  An error
     creating or renaming the temporary is raised as an ``OSError`` naming ``path``.  Stale
     temporaries of ``path`` (see :func:`remove_stale`) are removed first.
+
+    What is replaced is decided by :func:`writable_target`, before anything is written and
+    again just before the rename: a folder, device, FIFO or socket is refused, a symbolic link
+    is written through.
     """
-    target = Path(path)
+    target = writable_target(path)
     remove_stale(target.parent, target.name)
-    fd, tmp = _create(target)
+    fd, tmp = _create(target, path)
     try:
         with os.fdopen(fd, "wb") as out:
             yield out
             out.flush()
             os.fsync(out.fileno())
+        if writable_target(path) != target:  # the link was changed meanwhile: start again
+            raise _naming(OSError(errno.EAGAIN, "changed while being written"), Path(path))
         try:
             os.replace(tmp, target)
         except OSError as exc:
-            raise _naming(exc, target) from None
+            raise _naming(exc, Path(path)) from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -88,9 +190,10 @@ def check_writable(path: str | os.PathLike[str]) -> None:
     """Raise the ``OSError`` (naming ``path``) that writing ``path`` would raise, if any.
 
     Creates and removes a temporary sibling: the one test that the folder, its permissions and
-    its file system allow the write (``os.access`` does not know about read-only mounts).
+    its file system allow the write (``os.access`` does not know about read-only mounts).  A
+    ``path`` that :func:`writable_target` refuses raises its error.
     """
-    fd, tmp = _create(Path(path))
+    fd, tmp = _create(writable_target(path), path)
     os.close(fd)
     os.unlink(tmp)
 
@@ -126,7 +229,7 @@ def remove_stale(folder: str | os.PathLike[str], target_name: str | None = None)
         return removed
     for entry in entries:
         match = _TEMP.match(entry.name)
-        if match is None or (target_name is not None and match["target"] != target_name):
+        if match is None or (target_name is not None and match["target"] != _stem(target_name)):
             continue
         try:
             if not _is_stale(int(match["pid"]), entry.stat(follow_symlinks=False).st_mtime):

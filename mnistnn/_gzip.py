@@ -2,7 +2,9 @@
 
 The IDX reader (:mod:`mnistnn.idx`) and the dataset downloads (:mod:`mnistnn.datasets`) both
 read through :class:`GzipReader`.  It accepts what ``gzip`` accepts (several members one after
-the other, zero bytes padding the end) and checks every member's CRC-32 and length.  Each call
+the other, zero bytes padding the end, up to :data:`MAX_PADDING` of them: a source that never
+ends, such as a pipe from ``/dev/zero``, is refused, not read for ever) and checks every member's
+CRC-32 and length.  Each call
 decompresses at most as many bytes as the caller asked for, so a caller that knows how much
 data to expect reads that much plus one byte and stops: a small file that would decompress to
 gigabytes (a gzip bomb) costs no more than the data expected.
@@ -14,11 +16,21 @@ import io
 import zlib
 from typing import BinaryIO
 
-__all__ = ["DEFLATE_MAX_RATIO", "GZIP_MAGIC", "GzipError", "GzipReader", "Prefixed", "open_content"]
+__all__ = [
+    "DEFLATE_MAX_RATIO",
+    "GZIP_MAGIC",
+    "MAX_PADDING",
+    "GzipError",
+    "GzipReader",
+    "Prefixed",
+    "open_content",
+]
 
 GZIP_MAGIC = b"\x1f\x8b"
 DEFLATE_MAX_RATIO = 1032  # the most bytes deflate can make of one compressed byte (RFC 1951)
 _CHUNK = 1 << 20  # compressed bytes read from the source at a time
+MAX_PADDING = 1 << 20
+"""The most zero bytes accepted after the last gzip member (tape blocks pad with far fewer)."""
 
 
 class GzipError(ValueError):
@@ -37,6 +49,7 @@ class GzipReader(io.RawIOBase):
         self._pending = prefix  # compressed bytes not yet given to the decompressor
         self._decompressor = zlib.decompressobj(wbits=31)  # 31: gzip header and trailer
         self._done = False
+        self._padding = 0  # zero bytes skipped since the last member ended
 
     def readable(self) -> bool:
         return True
@@ -48,10 +61,15 @@ class GzipReader(io.RawIOBase):
             if not self._pending and not self._refill():
                 continue
             if self._decompressor.eof:  # a member ended: zero padding, or another member
-                self._pending = self._pending.lstrip(b"\x00")
+                stripped = self._pending.lstrip(b"\x00")
+                self._padding += len(self._pending) - len(stripped)
+                self._pending = stripped
+                if self._padding > MAX_PADDING:
+                    raise GzipError(f"more than {MAX_PADDING:,} zero bytes after the gzip data")
                 if not self._pending:
                     continue
                 self._decompressor = zlib.decompressobj(wbits=31)
+                self._padding = 0
             try:
                 block = self._decompressor.decompress(self._pending, len(view))
             except zlib.error as exc:

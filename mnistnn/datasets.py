@@ -16,12 +16,18 @@ Every file is written under a temporary name in the destination folder, verified
 into place, so an interrupted or corrupt download never leaves a file that passes for valid.
 :func:`fetch` remembers what it verified in a stamp (size, modification time, SHA-256) and
 re-hashes only files whose size or time changed; :func:`load` hashes every byte it returns.
+Two fetches into one folder at once take turns (a lock file, ``.fetch.lock``, held with the
+``filelock`` package): the second finds the files the first verified, and hashes nothing.
+A corrupt local file is set aside as ``<name>.corrupt`` (then ``.corrupt.1``, ...: none is
+overwritten).
 
 Command line: ``python -m mnistnn fetch [--dataset mnist fashion] [--data-home DIR]``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -36,9 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
+import filelock
 import numpy as np
 
-from ._files import atomic_write, check_writable, remove_stale, temp_dir
+from ._files import atomic_write, check_writable, open_regular, remove_stale, temp_dir
 from ._gzip import GzipError, open_content
 from ._progress import progress_enabled
 from .idx import parse_header
@@ -96,6 +103,9 @@ STANDARD_SPLITS: Mapping[str, tuple[str, str]] = {
 
 CHUNK = 1 << 20
 STAMP_NAME = ".verified.json"
+STAMP_MAX_BYTES = 1 << 16  # a stamp of four entries is under 1 kB; a larger one is not ours
+LOCK_NAME = ".fetch.lock"
+MAX_SET_ASIDE = 100  # corrupt copies of one file kept at most (.corrupt, .corrupt.1, ...)
 _UNSTAMPED: set[Path] = set()  # folders where the stamp could not be written (said once)
 HTTP_TIMEOUT = (5.0, 60.0)  # (connect, read) seconds: an unreachable host fails at once
 SUBPROCESS_TIMEOUT = 600.0
@@ -296,7 +306,7 @@ def _copy_hashing(src: IO[bytes], out: IO[bytes] | None, size: int | None = None
 def file_sha256(path: Path, size: int | None = None) -> str:
     """SHA-256 of the decompressed content of ``path`` (raw or gzip), streamed in chunks; with
     ``size``, a :class:`CorruptFileError` as soon as the content is longer than that."""
-    with open(path, "rb") as src:
+    with open_regular(path) as src:
         return _copy_hashing(src, None, size)
 
 
@@ -308,7 +318,7 @@ def _install(candidate: Candidate, final: Path, expected: str, size: int) -> Non
     """Copy ``candidate`` (decompressed) to ``final`` atomically, if it verifies."""
     with atomic_write(final) as out:
         if isinstance(candidate, Path):
-            with open(candidate, "rb") as src:
+            with open_regular(candidate) as src:
                 got = _copy_hashing(src, out, size)
         else:
             got = _copy_hashing(candidate, out, size)
@@ -317,9 +327,15 @@ def _install(candidate: Candidate, final: Path, expected: str, size: int) -> Non
 
 
 def _read_stamp(folder: Path) -> dict[str, dict[str, object]]:
+    """The stamp's records; ``{}`` when it is missing, not a regular file, larger than
+    ``STAMP_MAX_BYTES``, or not a JSON object (it is a cache: the files are hashed instead)."""
     try:
-        data = json.loads((folder / STAMP_NAME).read_text())
-    except (OSError, ValueError):
+        with open_regular(folder / STAMP_NAME) as f:
+            raw = f.read(STAMP_MAX_BYTES + 1)
+        if len(raw) > STAMP_MAX_BYTES:
+            return {}
+        data = json.loads(raw)
+    except (OSError, ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -684,10 +700,18 @@ def _check_local(
 
 
 def _set_aside(spec: DatasetSpec, path: Path, problem: Exception, notes: list[str]) -> None:
-    """Rename a corrupt local file to ``<name>.corrupt`` (kept to look at); note what happened."""
-    aside = path.with_name(path.name + ".corrupt")
+    """Rename a corrupt local file to ``<name>.corrupt``, or ``<name>.corrupt.1``, ... if that is
+    taken (each is kept to look at, none overwritten); note what happened."""
+    free = (
+        aside
+        for k in range(MAX_SET_ASIDE)
+        if not os.path.lexists(aside := path.with_name(path.name + ".corrupt" + f".{k}" * bool(k)))
+    )
     try:
-        os.replace(path, aside)
+        aside = next(free, None)
+        if aside is None:
+            raise OSError(errno.EEXIST, f"{MAX_SET_ASIDE} corrupt copies are there already")
+        os.rename(path, aside)  # no race: fetch holds the folder's lock
     except OSError as exc:
         why = _reason(exc)
         note = f"{path.name}: {problem}; cannot move it aside ({why}): delete or replace it"
@@ -735,6 +759,38 @@ def fetch(
     spec = get_spec(dataset)
     folder = _resolve_home(data_home) / spec.folder
     folder.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(spec, folder, progress):
+        return _fetch_locked(spec, folder, sources, progress, recheck)
+
+
+@contextlib.contextmanager
+def _folder_lock(spec: DatasetSpec, folder: Path, progress: bool) -> Iterator[None]:
+    """Hold ``folder``'s lock file (another fetch into it waits); a folder where the lock cannot
+    be made (read-only) is used without one: nothing can be written there anyway."""
+    lock = filelock.FileLock(folder / LOCK_NAME)
+    try:
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            _say(progress, f"{spec.name}: waiting for another fetch into {folder} to finish...")
+            lock.acquire()
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _fetch_locked(
+    spec: DatasetSpec,
+    folder: Path,
+    sources: Sequence[Source] | None,
+    progress: bool,
+    recheck: bool,
+) -> dict[str, Path]:
+    """:func:`fetch`, with ``folder`` made and locked."""
     remove_stale(folder)  # what an earlier run killed mid-download left behind
     paths = {name: folder / name for name in spec.files}
     missing = list(spec.files)
@@ -749,7 +805,7 @@ def fetch(
         local = "; ".join(notes) or absent or "missing " + ", ".join(missing)
         attempts.append((f"data folder {folder}", local))
         try:
-            check_writable(folder / STAMP_NAME)
+            check_writable(folder / LOCK_NAME)  # the folder: the stamp may be anything
         except OSError as exc:
             reason = f"not tried: {folder} cannot be written ({_reason(exc)})"
             attempts.append(("the other sources", reason + "; set MNISTNN_DATA to another folder"))
@@ -851,7 +907,8 @@ def _read_verified(spec: DatasetSpec, path: Path) -> np.ndarray:
     """The IDX array in ``path``, read once and hashed on the way: exactly the file of the table,
     or a :class:`CorruptFileError`."""
     size = spec.sizes[path.name]
-    raw = np.fromfile(path, dtype=np.uint8, count=size + 1)
+    with open_regular(path) as f:
+        raw = np.fromfile(f, dtype=np.uint8, count=size + 1)
     if raw.size != size:
         raise CorruptFileError(f"{path}: {raw.size:,} bytes or more, expected {size:,}")
     got = hashlib.sha256(raw).hexdigest()

@@ -42,7 +42,7 @@ from typing import BinaryIO, ClassVar, TypeAlias
 import numpy as np
 from numpy.typing import DTypeLike
 
-from ._files import atomic_write
+from ._files import NotAFileError, atomic_write, open_regular
 from ._gzip import DEFLATE_MAX_RATIO, GZIP_MAGIC, GzipError, GzipReader
 
 __all__ = [
@@ -75,6 +75,8 @@ _MAX_DIM = 2**32
 _MAX_NDIM = 255
 _FIRST_ALLOCATION = 1 << 20
 _GZIP_CHUNK = 1 << 20
+_PIECE = 1 << 22  # bytes read at a time when the data's size is not known beforehand
+_TRAIL_PEEK = 1 << 20  # trailing bytes read (at most) to say how many follow the data
 _WRITE_CHUNK = 1 << 22
 _SUPPORTED = ", ".join(f"0x{code:02X} {dt.name}" for code, dt in TYPE_CODES.items())
 
@@ -172,7 +174,11 @@ def read_idx(source: IdxSource) -> np.ndarray:
     ``source`` is a path or a binary file object.  Returns a writable, C-contiguous array of
     the declared shape (e.g. ``(60000, 28, 28)`` uint8 for MNIST training images) and dtype,
     in native byte order.  Raises :class:`IdxFormatError` on any malformed, truncated or
-    over-long file (and ``FileNotFoundError`` if the path does not exist).
+    over-long file, or a path that is not a regular file (``FileNotFoundError`` if the path does
+    not exist).  Nothing a file claims about its size decides an allocation: data whose size is
+    not known beforehand (gzip, pipes) is read in bounded pieces, and reading stops at the first
+    byte past the size the header declares.  A pipe or device is read from a file object you
+    open (``read_idx(sys.stdin.buffer)``); a path must name a regular file.
     """
     return _read_idx(source)[2]
 
@@ -358,12 +364,12 @@ def _read_idx(
         prefix = _read_exact(stream, 2, name)
         if prefix != GZIP_MAGIC:
             return name, *_read_plain(stream, prefix, name, check)
-        size_hint = None
+        compressed = None
         if start is not None:
-            size_hint = _gzip_size_hint(stream, start)
+            compressed = _compressed_size(stream, start)
             stream.seek(start + len(prefix))
         try:
-            return name, *_read_gzip(GzipReader(stream, prefix), size_hint, name, check)
+            return name, *_read_gzip(GzipReader(stream, prefix), compressed, name, check)
         except GzipError as exc:
             raise IdxFormatError(f"{name}: {exc}") from exc
 
@@ -380,7 +386,10 @@ def _open_source(source: IdxSource, stack: contextlib.ExitStack) -> tuple[Binary
     name = os.fsdecode(path)
     if os.path.isdir(path):
         raise IdxFormatError(f"{name}: is a directory, not an IDX file")
-    return stack.enter_context(open(path, "rb")), name
+    try:
+        return stack.enter_context(open_regular(path)), name
+    except NotAFileError as exc:
+        raise IdxFormatError(f"{exc}; to read a pipe or device, pass a file object") from None
 
 
 def _read_plain(
@@ -392,30 +401,30 @@ def _read_plain(
     available = _remaining(stream)
     if available is not None and available != header.nbytes:
         _raise_size_mismatch(header, available, name, "")
-    first = header.nbytes if available is not None else _FIRST_ALLOCATION
-    return header, _read_data(stream, header, name, first, chunk=None, where="")
+    known = available is not None  # a regular file's size: what is there, not what it claims
+    return header, _read_data(stream, header, name, known, chunk=None, where="")
 
 
 def _read_gzip(
-    gz: GzipReader, size_hint: tuple[int, int] | None, name: str, check: _HeaderCheck | None
+    gz: GzipReader, compressed: int | None, name: str, check: _HeaderCheck | None
 ) -> tuple[IdxHeader, np.ndarray]:
-    """Read from an open gzip stream; ``size_hint`` is (compressed size, ISIZE) if known."""
+    """Read from an open gzip stream; ``compressed`` is the gzip file's size, if known.
+
+    The size trailer (ISIZE) is never used: it is a claim, like the header's, and a forged one
+    must not cost an allocation.  The data is read in bounded pieces.
+    """
     header = _read_header(gz, b"", name)
     if check is not None:
         check(header, name)
-    first = _FIRST_ALLOCATION
-    if size_hint is not None:
-        compressed, isize = size_hint
+    if compressed is not None:
         limit = DEFLATE_MAX_RATIO * compressed
         if header.nbytes > limit:
             raise IdxFormatError(
                 f"{name}: truncated: header declares {_number(header.nbytes)} bytes of data, but a "
                 f"{compressed}-byte gzip file decompresses to at most {limit} bytes"
             )
-        if (header.offset + header.nbytes) % 2**32 == isize:
-            first = header.nbytes
     where = " after gzip decompression"
-    return header, _read_data(gz, header, name, first, chunk=_GZIP_CHUNK, where=where)
+    return header, _read_data(gz, header, name, False, chunk=_GZIP_CHUNK, where=where)
 
 
 def _read_header(stream: BinaryIO, prefix: bytes, name: str) -> IdxHeader:
@@ -426,13 +435,14 @@ def _read_header(stream: BinaryIO, prefix: bytes, name: str) -> IdxHeader:
 
 
 def _read_data(
-    stream: BinaryIO, header: IdxHeader, name: str, first: int, chunk: int | None, where: str
+    stream: BinaryIO, header: IdxHeader, name: str, known: bool, chunk: int | None, where: str
 ) -> np.ndarray:
     """Read exactly ``header.nbytes`` bytes and check that nothing follows.
 
-    The buffer starts at ``min(first, nbytes)`` bytes and doubles while data keeps coming, so a
-    header that lies about the size costs at most about twice the real data.  With ``first ==
-    nbytes`` (size known beforehand) the result is allocated once and filled in place.
+    With ``known`` (a regular file whose size matches the header) the result is allocated once
+    and filled in place.  Otherwise the data is read in pieces of at most ``_PIECE`` bytes, each
+    allocated only once its bytes have arrived, and joined at the end: a header that lies about
+    the size costs about twice the data really there, never what it claims.
     """
     try:
         np.broadcast_to(np.zeros((), np.uint8), header.shape)
@@ -441,18 +451,17 @@ def _read_data(
             f"{name}: shape {_shape(header.shape)} cannot be represented as a numpy array ({exc})"
         ) from exc
     nbytes = header.nbytes
-    buf = np.empty(min(first, nbytes), np.uint8)
-    got = _fill(stream, memoryview(buf), chunk)
-    while got == buf.size < nbytes:
-        bigger = np.empty(min(2 * buf.size, nbytes), np.uint8)
-        bigger[:got] = buf
-        buf = bigger
-        got += _fill(stream, memoryview(buf)[got:], chunk)
+    if known:
+        buf = np.empty(nbytes, np.uint8)
+        got = _fill(stream, memoryview(buf), chunk)
+    else:
+        buf, got = _read_pieces(stream, nbytes, chunk)
     if got < nbytes:
         _raise_size_mismatch(header, got, name, where)
-    extra = _drain(stream)
+    extra = len(_read_exact(stream, _TRAIL_PEEK + 1, name))  # bounded: a pipe may never end
     if extra:
-        _raise_size_mismatch(header, nbytes + extra, name, where)
+        more = "more than " if extra > _TRAIL_PEEK else ""
+        _raise_size_mismatch(header, nbytes + min(extra, _TRAIL_PEEK), name, where, more)
     arr = buf.view(header.dtype).reshape(header.shape)
     if not arr.dtype.isnative:
         arr.byteswap(inplace=True)
@@ -460,11 +469,28 @@ def _read_data(
     return arr
 
 
-def _raise_size_mismatch(header: IdxHeader, actual: int, name: str, where: str) -> None:
+def _read_pieces(stream: BinaryIO, nbytes: int, chunk: int | None) -> tuple[np.ndarray, int]:
+    """Up to ``nbytes`` bytes of ``stream``, read ``_PIECE`` at a time: ``(uint8 array, count)``;
+    the count is below ``nbytes`` only when the stream ended first."""
+    pieces: list[np.ndarray] = [np.empty(0, np.uint8)]
+    got = 0
+    while got < nbytes:
+        piece = np.empty(min(_FIRST_ALLOCATION if got == 0 else _PIECE, nbytes - got), np.uint8)
+        n = _fill(stream, memoryview(piece), chunk)
+        pieces.append(piece[:n])
+        got += n
+        if n < piece.size:
+            break
+    return (pieces[-1] if len(pieces) <= 2 else np.concatenate(pieces)), got
+
+
+def _raise_size_mismatch(
+    header: IdxHeader, actual: int, name: str, where: str, more: str = ""
+) -> None:
     problem = "truncated" if actual < header.nbytes else "trailing bytes"
     raise IdxFormatError(
         f"{name}: {problem}: header declares {_number(header.nbytes)} bytes of data, file holds "
-        f"{actual}{where} (shape {_shape(header.shape)}, {header.dtype.name})"
+        f"{more}{actual}{where} (shape {_shape(header.shape)}, {header.dtype.name})"
     )
 
 
@@ -516,14 +542,6 @@ def _read_exact(stream: BinaryIO, n: int, name: str) -> bytes:
     return b"".join(parts)
 
 
-def _drain(stream: BinaryIO) -> int:
-    """Read ``stream`` to its end (for gzip this also verifies the CRC); returns the count."""
-    total = 0
-    while data := stream.read(_GZIP_CHUNK):
-        total += len(data)
-    return total
-
-
 def _tell(stream: BinaryIO) -> int | None:
     """Current position of a seekable stream, else None."""
     try:
@@ -547,24 +565,15 @@ def _remaining(stream: BinaryIO) -> int | None:
     return max(end - pos, 0)
 
 
-def _gzip_size_hint(stream: BinaryIO, start: int) -> tuple[int, int] | None:
-    """(compressed size, ISIZE trailer) of a seekable gzip stream starting at ``start``.
-
-    ISIZE is the uncompressed size mod 2**32 of the last gzip member.  The caller seeks back.
-    """
+def _compressed_size(stream: BinaryIO, start: int) -> int | None:
+    """The size of a seekable gzip stream starting at ``start``; the caller seeks back."""
     if isinstance(stream, gzip.GzipFile):
         return None
     try:
         end = stream.seek(0, os.SEEK_END)
-        if end - start < _GZIP_MIN_SIZE:
-            return None
-        stream.seek(end - 4)
-        trailer = stream.read(4)
     except (OSError, ValueError):
         return None
-    if len(trailer) != 4:
-        return None
-    return end - start, int.from_bytes(trailer, "little")
+    return end - start if end - start >= _GZIP_MIN_SIZE else None
 
 
 def _type_code_for(dtype: np.dtype) -> int:

@@ -9,21 +9,32 @@ through them unchanged.  :func:`load_image` reads an image file (a photo, a scan
 paint program) as ink on black before doing the same.  The command line's ``predict`` and the
 drawing pad of notebook 06 (:mod:`mnistnn.drawing`) both go through :func:`to_mnist`, so they
 see a digit the same way.
+
+A picture with nothing in it (one uniform level, or less than :data:`MIN_CONTRAST` levels
+between the background and its strongest mark) becomes a blank digit, and :func:`load_image`
+says so with a :class:`BlankImageWarning`: any class a network gives a blank page is a guess.
+Pixels that are not levels (NaN, infinite, or out of range in a float or 32-bit image) are
+refused with an :class:`ImageFileError`.
 """
 
 from __future__ import annotations
 
 import warnings
 from os import PathLike
+from typing import BinaryIO
 
 import numpy as np
 from numpy.typing import ArrayLike
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ._files import open_regular
+
 __all__ = [
     "BOX_SIDE",
     "MAX_PIXELS",
+    "MIN_CONTRAST",
     "MNIST_SIDE",
+    "BlankImageWarning",
     "ImageFileError",
     "centre_by_mass",
     "crop_to_ink",
@@ -42,10 +53,18 @@ PAPER_TEXTURE = 0.2
 """In an image file whose border is not uniform (a photo, a scan), levels that differ from the
 background by less than three times the border's own spread (its 99th percentile), and at most
 this share of the strongest ink, are paper texture or noise: they become 0."""
+MIN_CONTRAST = 8
+"""A picture whose strongest mark differs from its background by fewer levels (of 255) than
+this is blank: what is there is compression noise or grain, not a digit to scale up."""
+_WIDEST_INTEGER = 65535  # 16-bit images; their levels are divided by 257
 
 
 class ImageFileError(ValueError):
     """An image file that cannot be used; the message names the file and says what to do."""
+
+
+class BlankImageWarning(UserWarning):
+    """An image with nothing in it: no digit to classify, so any prediction would be a guess."""
 
 
 # --------------------------------------------------------------------------- the MNIST steps
@@ -57,6 +76,8 @@ def crop_to_ink(ink: ArrayLike) -> np.ndarray:
     ink = np.asarray(ink)
     if ink.ndim != 2:
         raise ValueError(f"expected ink levels of shape (height, width), got shape {ink.shape}")
+    if ink.size and not np.isfinite(ink).all():
+        raise ValueError("ink levels must be finite numbers; found NaN or infinity")
     if ink.size and ink.min() < 0:
         raise ValueError("ink levels must not be negative: 0 is the background")
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
@@ -122,8 +143,10 @@ def load_image(path: str | PathLike[str]) -> tuple[np.ndarray, bool]:
     :func:`to_mnist` crops, scales and centres the digit, so a small digit in a large picture
     of any aspect ratio is found where it is.  The image must be at least 28x28 and at most
     :data:`MAX_PIXELS` pixels; every problem raises :class:`ImageFileError` naming the file.
+    A blank picture (see :data:`MIN_CONTRAST`) gives a blank digit and a
+    :class:`BlankImageWarning`.
     """
-    gray = _read_gray(path)
+    gray, transparent = _read_gray(path)
     height, width = gray.shape
     if min(height, width) < MNIST_SIDE:
         raise ImageFileError(
@@ -131,6 +154,18 @@ def load_image(path: str | PathLike[str]) -> tuple[np.ndarray, bool]:
             f"{MNIST_SIDE}x{MNIST_SIDE}"
         )
     ink, inverted = _ink(gray)
+    if ink.size == 0:
+        hint = (
+            " (laid on white as a transparent image is: a light digit on a transparent "
+            "background vanishes; save it on a dark background)"
+            if transparent
+            else ""
+        )
+        warnings.warn(
+            f"{path}: the image is blank{hint}: there is no digit to classify",
+            BlankImageWarning,
+            stacklevel=2,
+        )
     return to_mnist(ink), inverted
 
 
@@ -147,7 +182,7 @@ def _ink(gray: np.ndarray) -> tuple[np.ndarray, bool]:
     background = float(np.median(border))
     strongest = float(gray.min() if inverted else gray.max())
     contrast = sign * (strongest - background)
-    if contrast <= 0:  # a blank picture
+    if contrast < MIN_CONTRAST:  # a blank picture
         return np.zeros((0, 0), dtype=np.float32), inverted
     spread = max(0.0, float(np.percentile(sign * (border - background), 99)))
     texture = min(3.0 * spread, PAPER_TEXTURE * contrast)
@@ -164,29 +199,29 @@ def _ink_rectangle(is_ink: np.ndarray) -> tuple[slice, slice]:
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
-def _read_gray(path: str | PathLike[str]) -> np.ndarray:
+def _read_gray(path: str | PathLike[str]) -> tuple[np.ndarray, bool]:
     """The gray levels of an image file, uint8 ``(height, width)``: one byte per pixel, however
-    large the image (up to :data:`MAX_PIXELS`)."""
-    with _open(path) as image:
+    large the image (up to :data:`MAX_PIXELS`); and whether it was transparent."""
+    with open_regular(path) as file, _open(file, path) as image:
         width, height = image.size
         if width * height > MAX_PIXELS:
             raise _too_large(path, f"{width}x{height} pixels ({width * height:,})")
         try:
             ImageOps.exif_transpose(image, in_place=True)
-            return _luminance(image)
+            return _luminance(image, path)
+        except ImageFileError:
+            raise
         except (OSError, SyntaxError, ValueError, EOFError) as exc:  # a damaged file
             raise ImageFileError(f"{path}: cannot read the image: {exc}") from None
 
 
-def _open(path: str | PathLike[str]) -> Image.Image:
-    """``Image.open(path)``, with one-line errors naming the file."""
+def _open(file: BinaryIO, path: str | PathLike[str]) -> Image.Image:
+    """``Image.open(file)``, with one-line errors naming the file ``path``."""
     try:
         with warnings.catch_warnings():
             # Pillow warns (in several lines) above its limit; _read_gray says it in one line.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(path)
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
-        raise
+            return Image.open(file)
     except Image.DecompressionBombError:  # Pillow's own refusal, above twice its limit
         raise _too_large(path, f"over {2 * MAX_PIXELS:,} pixels") from None
     except UnidentifiedImageError:
@@ -204,13 +239,26 @@ def _too_large(path: str | PathLike[str], size: str) -> ImageFileError:
     )
 
 
-def _luminance(image: Image.Image) -> np.ndarray:
-    """Gray levels of ``image``, uint8 ``(height, width)``; deeper images are scaled down."""
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+def _luminance(image: Image.Image, path: str | PathLike[str]) -> tuple[np.ndarray, bool]:
+    """Gray levels of ``image``, uint8 ``(height, width)``, and whether it was transparent.
+
+    16-bit levels are divided by 257; a float image must hold levels in 0..255, a 32-bit
+    integer one levels in 0..65535 (anything else is not a picture's levels: refused)."""
+    transparent = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+    if transparent:
         image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         gray = np.asarray(image)
-        if gray.max() > 255:
+        top = 255 if image.mode == "F" else _WIDEST_INTEGER
+        if not np.isfinite(gray).all():
+            raise ImageFileError(f"{path}: the image has NaN or infinite pixels; not levels")
+        low, high = gray.min(), gray.max()
+        if low < 0 or high > top:
+            raise ImageFileError(
+                f"{path}: the image's pixels run from {low:g} to {high:g}; a {image.mode} image "
+                f"needs levels in 0..{top}"
+            )
+        if high > 255:
             gray = gray / 257.0
-        return np.clip(np.rint(gray), 0, 255).astype(np.uint8)
-    return np.asarray(image if image.mode == "L" else image.convert("L"))
+        return np.clip(np.rint(gray), 0, 255).astype(np.uint8), transparent
+    return np.asarray(image if image.mode == "L" else image.convert("L")), transparent

@@ -16,7 +16,9 @@ pickled (object) data.  For a network with ``L`` layers it holds exactly ``2 * L
 
 ``n_0`` is the input size (784 for 28 x 28 images) and ``n_L`` the number of classes.  The
 weights are laid out for samples stored as columns: ``Z_l = W_l @ A_{l-1} + b_l[:, None]``.
-All ``W`` and ``b`` arrays share one float dtype, float32 or float64, and are finite.
+All ``W`` and ``b`` arrays share one float dtype, float32 or float64, and are finite and small
+enough that no input can overflow that dtype on the way through the network (see
+:func:`load_model`).  The archive's entries are stored or deflated, never encrypted.
 
 ``metadata`` is a JSON object (read it with ``json.loads(str(npz["metadata"]))``) with::
 
@@ -55,7 +57,9 @@ import importlib.metadata
 import json
 import math
 import os
+import struct
 import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,7 +67,7 @@ from typing import Any, BinaryIO, NoReturn, TypeAlias
 
 import numpy as np
 
-from ._files import atomic_write
+from ._files import atomic_write, open_regular
 from ._gzip import DEFLATE_MAX_RATIO
 
 __all__ = [
@@ -86,6 +90,21 @@ FORMAT_MARKER = "mnistnn-model"
 _FLOAT_DTYPES = ("float32", "float64")
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty archive
 _NPY_MAGIC = b"\x93NUMPY"
+_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}  # what savez writes
+_LARGEST_PIXEL = 255.0
+# Everything zipfile, zlib and the npy reader raise on a damaged archive (NotImplementedError,
+# for an unknown compression method, is a RuntimeError, as is "encrypted"):
+_DAMAGED = (
+    zipfile.BadZipFile,
+    zlib.error,
+    struct.error,
+    EOFError,
+    OSError,
+    ValueError,
+    KeyError,
+    OverflowError,
+    RuntimeError,
+)
 
 
 class ModelFormatError(ValueError):
@@ -236,7 +255,17 @@ def load_model(
     The file is opened with ``np.load(..., allow_pickle=False)``: nothing in it is ever
     executed.  Every problem with the *content* raises :class:`ModelFormatError`; errors
     opening the *path* itself (``FileNotFoundError``, ``PermissionError``,
-    ``IsADirectoryError``) pass through unchanged, since they are already clear.
+    ``IsADirectoryError``, :class:`~mnistnn._files.NotAFileError` for a FIFO or device) pass
+    through unchanged, since they are already clear.
+
+    Weights must be finite, and small enough that the forward pass cannot overflow the file's
+    dtype for *any* input of pixels in 0..255 (raw, or scaled to 0..1: the bound covers both).
+    The bound is exact interval arithmetic: with ``u_0`` every input at its largest (255), the
+    largest magnitude layer ``l`` can reach is ``u_l = |W_l| @ u_{l-1} + |b_l|`` (ReLU never
+    increases a magnitude), and every partial sum of the matrix product is at most that.  A
+    file with some ``u_l`` above half the dtype's largest number (half: the softmax subtracts
+    one output from another) is refused: its ``predict`` could print NaN probabilities.  A
+    trained network is some thirty orders of magnitude below this bound.
     """
     return _read(path, expected_class, load_arrays=True)  # type: ignore[return-value]
 
@@ -258,7 +287,7 @@ def _read(
     path: PathLike, expected_class: str | None, *, load_arrays: bool
 ) -> tuple[list[np.ndarray] | None, list[np.ndarray] | None, dict[str, Any]]:
     path = Path(path)
-    with open(path, "rb") as f:  # errors about the path itself propagate unchanged
+    with open_regular(path) as f:  # errors about the path itself propagate unchanged
         start = f.read(len(_NPY_MAGIC))
         if not start:
             _fail(path, "the file is empty, not a model file (was saving interrupted?)")
@@ -271,7 +300,7 @@ def _read(
             return _read_npz(path, f, expected_class, load_arrays)
         except ModelFormatError:
             raise
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+        except _DAMAGED as exc:
             _fail(
                 path,
                 f"the archive is truncated or corrupt ({type(exc).__name__}: {exc}); "
@@ -321,7 +350,27 @@ def _read_npz(
                 if not np.isfinite(a).all():
                     _fail(path, f"{name} contains NaN or infinite values; the model is broken")
                 out.append(a)
+        _check_bounded(path, ws, bs)
         return ws, bs, meta
+
+
+def _check_bounded(path: Path, ws: list[np.ndarray], bs: list[np.ndarray]) -> None:
+    """Refuse weights with which some input in 0..255 could overflow their dtype (see
+    :func:`load_model`): ``u_l = |W_l| @ u_{l-1} + |b_l|`` from ``u_0 = 255``, in float64."""
+    limit = float(np.finfo(ws[0].dtype).max) / 2
+    bound = np.full(ws[0].shape[1], _LARGEST_PIXEL)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k, (w, b) in enumerate(zip(ws, bs, strict=True), start=1):
+            bound = np.abs(w).astype(np.float64) @ bound + np.abs(b)
+            largest = float(bound.max())
+            if not largest <= limit:  # also catches inf (a float64 overflow) and NaN
+                _fail(
+                    path,
+                    f"layer {k} can reach {largest:.3g} (weights up to "
+                    f"{float(np.abs(w).max()):.3g}), beyond what {w.dtype} holds (half its "
+                    f"largest number, {limit:.3g}): its outputs could overflow to NaN; "
+                    "the model is broken",
+                )
 
 
 def _read_header(path: Path, zf: zipfile.ZipFile, member: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -361,6 +410,14 @@ def _check_sizes(path: Path, f: BinaryIO, zf: zipfile.ZipFile) -> None:
     archive = os.fstat(f.fileno()).st_size if hasattr(f, "fileno") else None
     stored = 0
     for info in zf.infolist():
+        if info.flag_bits & 0x1:
+            _fail(path, f"entry {info.filename!r} is encrypted; mnistnn model files never are")
+        if info.compress_type not in _METHODS:
+            _fail(
+                path,
+                f"entry {info.filename!r} uses zip compression method {info.compress_type}; "
+                "model files are stored or deflated (numpy.savez, savez_compressed)",
+            )
         stored += info.compress_size
         if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
             _fail(path, f"entry {info.filename!r} has inconsistent sizes; the file is corrupt")

