@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import time
+import warnings
 from collections.abc import Sequence
 
 import ipywidgets as widgets
@@ -22,7 +23,7 @@ from numpy.typing import ArrayLike
 from PIL import Image, ImageDraw
 
 from .datasets import MNIST_CLASSES
-from .images import MNIST_SIDE, to_mnist
+from .images import MNIST_SIDE, BlankImageWarning, to_mnist
 from .network import NNetworkExtended
 
 __all__ = ["PAD_SIDE", "PEN_WIDTH", "DigitPad", "bar_chart_html", "predict_drawing"]
@@ -39,8 +40,13 @@ UPDATE_INTERVAL = 0.05
 def predict_drawing(model: NNetworkExtended, ink: ArrayLike) -> np.ndarray:
     """The network's class probabilities for a drawing: ``ink`` ``(height, width)``, 0 for
     the background, becomes an MNIST digit (:func:`~mnistnn.images.to_mnist`); ``(n_classes,)``.
+    A drawing with no ink gives a :class:`~mnistnn.images.BlankImageWarning`: its answer is a
+    guess.
     """
-    return model.predict_proba(to_mnist(ink)[None])[0]
+    pixels = to_mnist(ink)
+    if not pixels.any():
+        warnings.warn("the drawing is blank: there is no digit to classify", BlankImageWarning, 2)
+    return model.predict_proba(pixels[None])[0]
 
 
 def bar_chart_html(proba: ArrayLike | None, classes: Sequence[str]) -> str:
@@ -74,7 +80,8 @@ class DigitPad:
 
     Show it as the last value of a notebook cell: its widgets are made then, so a pad that is
     only drawn on from code makes none.  ``ink`` is the drawing, uint8 ``(PAD_SIDE, PAD_SIDE)``;
-    ``pixels`` what the network sees, uint8 ``(28, 28)``.
+    ``pixels`` what the network sees, uint8 ``(28, 28)``.  ``pen_width`` is 1 to ``PAD_SIDE``
+    canvas pixels (a wider pen would only cost time: Pillow draws its whole round end).
     """
 
     def __init__(
@@ -88,9 +95,13 @@ class DigitPad:
                 f"the pad needs a network with {MNIST_SIDE**2} inputs and {len(classes)} outputs, "
                 f"got {model.nodes_in} and {model.nodes_out}"
             )
+        if not (isinstance(pen_width, int | np.integer) and 1 <= pen_width <= PAD_SIDE):
+            raise ValueError(
+                f"pen_width must be a whole number from 1 to {PAD_SIDE}, got {pen_width!r}"
+            )
         self.model = model
         self.classes = tuple(classes)
-        self.pen_width = pen_width
+        self.pen_width = int(pen_width)
         self._picture = Image.new("L", (PAD_SIDE, PAD_SIDE))
         self._pen = ImageDraw.Draw(self._picture)
         self._pen_at: tuple[float, float] | None = None

@@ -947,8 +947,8 @@ def network_diagram(
     sizes = [int(n) for n in layer_sizes]
     if len(sizes) < 2 or min(sizes) < 1:
         raise ValueError(f"layer_sizes needs at least two positive sizes, got {tuple(sizes)}")
-    if max_units < 3:
-        raise ValueError(f"max_units must be at least 3, got {max_units}")
+    if not 3 <= max_units <= 50:  # more cannot be told apart, and cost max_units**2 lines
+        raise ValueError(f"max_units must be at least 3 and at most 50, got {max_units}")
     names = _layer_names(len(sizes) - 1)
     gap, step, line = 5.0, 0.8, 0.6  # between columns, between units, between text lines
     top = (min(max(sizes), max_units) - 1) / 2 * step

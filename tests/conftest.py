@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -49,3 +49,22 @@ def run_read_only() -> ReadOnlyRunner:
         return subprocess.run([*wrapper, str(folder), *argv], **options)  # type: ignore[call-overload]
 
     return run
+
+
+@pytest.fixture
+def deadline() -> Iterator[Callable[[float], None]]:
+    """``deadline(seconds)``: fail the test with ``TimeoutError`` if it is still running after
+    ``seconds`` (POSIX: SIGALRM), so a read that would block for ever fails instead of hanging."""
+    import signal
+
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError("still blocked at the deadline: this call hangs")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+
+    def start(seconds: float) -> None:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+
+    yield start
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, previous)

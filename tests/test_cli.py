@@ -437,3 +437,107 @@ def test_interrupt_exits_130(
     assert cli.main(["evaluate", str(tmp_path / "model.npz")]) == 130
     err = capsys.readouterr().err
     assert err.strip() == "mnistnn: interrupted" and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- issue 31
+
+
+def test_predict_gives_no_prediction_for_a_blank_image(
+    tmp_path: Path, untrained: Path, image: Path
+) -> None:
+    """A white page used to get '1  14.88%' without a word."""
+    white = tmp_path / "white.png"
+    Image.new("L", (64, 64), 255).save(white)
+    result = run_cli("predict", untrained, white, image, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("mnistnn: warning: ") and f"{white}: the image is blank" in line
+    assert f"{white}: no prediction (blank image)" in result.stdout.splitlines()
+    assert str(image) in parse_predictions(result.stdout.split("\n", 1)[1])
+
+
+def test_models_that_cannot_be_used_are_one_line_errors(tmp_path: Path, untrained: Path) -> None:
+    """Issue 31 #2 and #3: an encrypted entry was a traceback, weights of 3e38 printed 'nan%'."""
+    data = bytearray(untrained.read_bytes())
+    at = data.find(b"PK\x01\x02")
+    data[at + 8] |= 1  # the first central-directory record says: encrypted
+    (tmp_path / "encrypted.npz").write_bytes(data)
+    net = NNetworkExtended.load(untrained)
+    weights = [w.copy() for w in net.weights]
+    weights[0][0, 0] = 3e38
+    meta = read_metadata(untrained)
+    save_model(tmp_path / "huge.npz", weights, net.biases, meta)
+    picture = tmp_path / "digit.png"
+    Image.fromarray(digit_like(56)).save(picture)
+    for name, phrase in (("encrypted.npz", "is encrypted"), ("huge.npz", "could overflow")):
+        assert_error(run_cli("predict", name, picture, cwd=tmp_path), name, phrase)
+        assert_error(run_cli("evaluate", name, cwd=tmp_path), name, phrase)
+
+
+def test_train_refuses_an_out_that_is_not_a_regular_file(tmp_path: Path) -> None:
+    """`--out /dev/null --force` used to replace /dev/null itself (as root)."""
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "null.npz").symlink_to(os.devnull)
+    for out, phrase in (("fifo", "is a FIFO"), ("null.npz", f"a link to {os.devnull}")):
+        result = run_cli("train", "--hidden", 4, "--out", out, "--force", cwd=tmp_path)
+        assert_error(result, f"cannot save to {out}", phrase, "not a regular file")
+        assert result.stdout == ""  # refused before any data was loaded
+    assert (tmp_path / "fifo").is_fifo() and (tmp_path / "null.npz").is_symlink()
+
+
+@pytest.fixture
+def tiny_training(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """``mnistnn train`` arguments for a one-step run on 100 random images (no data folder)."""
+    rng = np.random.default_rng(0)
+    data = (rng.integers(0, 256, (100, 28, 28), dtype=np.uint8), rng.integers(0, 10, 100))
+    monkeypatch.setattr(cli.datasets, "load", lambda *args, **kwargs: data)
+    return ["train", "--hidden", "4", "--full-batch", "--iterations", "1", "--quiet"]
+
+
+def test_train_writes_through_a_symbolic_link(
+    tmp_path: Path, tiny_training: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The link used to be replaced and the file it points to left as it was."""
+    real, link = tmp_path / "real.npz", tmp_path / "link.npz"
+    real.write_bytes(b"an old model")
+    link.symlink_to(real.name)
+    assert cli.main([*tiny_training, "--out", str(link)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert cli.main([*tiny_training, "--out", str(link), "--force"]) == 0
+    assert link.is_symlink() and read_metadata(real)["layer_sizes"] == [784, 4, 10]
+
+
+def test_a_model_that_cannot_be_saved_after_training_is_not_lost(
+    tmp_path: Path,
+    tiny_training: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 31 #7: a disk that filled up during training used to lose the model, and the
+    error ('[Errno 28] No space left on device') did not name the file."""
+    import errno
+    import tempfile
+
+    from mnistnn import modelfile
+
+    out = tmp_path / "full" / "m.npz"
+    out.parent.mkdir()
+    real_write = modelfile.atomic_write
+
+    def full_disk(path: Path):  # type: ignore[no-untyped-def]
+        if Path(path).parent == out.parent:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_write(path)
+
+    monkeypatch.setattr(modelfile, "atomic_write", full_disk)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert cli.main([*tiny_training, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    match = re.fullmatch(
+        rf"mnistnn: error: cannot save to {re.escape(str(out))}: No space left on device; the "
+        r"model was saved to (\S+) instead: move it from there",
+        err,
+    )
+    assert match, err
+    assert read_metadata(match.group(1))["layer_sizes"] == [784, 4, 10]
+    assert not out.exists()

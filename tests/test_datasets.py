@@ -859,3 +859,82 @@ def test_fetch_progress_default_follows_environment(
     sources = [FakeSource("down", error=ds.SourceUnavailable("unreachable")), FakeSource("ok")]
     ds.fetch(SPEC, tmp_path, sources=sources)
     assert ("Fake-fake: down: unreachable" in capsys.readouterr().err) is shown
+
+
+# --------------------------------------------------------------------------- issue 31 #8
+
+
+def test_two_fetches_into_one_empty_folder_take_turns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both succeed, the source is asked once and every file is hashed once: the second finds
+    what the first verified (they used to download and hash side by side)."""
+    import threading
+    import time
+
+    class Slow(FakeSource):
+        def fetch(self, spec, names, workdir, progress):  # type: ignore[no-untyped-def]
+            time.sleep(0.3)  # long enough for the other fetch to start meanwhile
+            yield from super().fetch(spec, names, workdir, progress)
+
+    hashed: list[int] = []
+    real_hashing = ds._copy_hashing
+    monkeypatch.setattr(
+        ds, "_copy_hashing", lambda *args: hashed.append(1) or real_hashing(*args)
+    )
+    source = Slow("slow")
+    results: list[object] = []
+
+    def fetch() -> None:
+        try:
+            results.append(ds.fetch(SPEC, tmp_path, sources=[source], progress=False))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            results.append(exc)
+
+    threads = [threading.Thread(target=fetch) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert [type(r) for r in results] == [dict, dict], results
+    assert len(source.calls) == 1 and len(hashed) == len(NAMES)
+    assert leftovers(tmp_path / SPEC.folder) == []
+
+
+def test_a_stamp_that_is_not_a_regular_file_does_not_block(
+    tmp_path: Path,
+    deadline,  # type: ignore[no-untyped-def]
+) -> None:
+    """A FIFO as the stamp used to block fetch for ever in read_text()."""
+    folder = tmp_path / SPEC.folder
+    folder.mkdir()
+    os.mkfifo(folder / ds.STAMP_NAME)
+    deadline(5)
+    paths = ds.fetch(SPEC, tmp_path, sources=[FakeSource("good")], progress=False)
+    assert all(path.read_bytes() == CONTENTS[name] for name, path in paths.items())
+    assert (folder / ds.STAMP_NAME).is_fifo()  # not replaced: it is not ours
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [b"[" * 100_000, b" " * (ds.STAMP_MAX_BYTES + 1) + b"{}", b"\xff\xfe{"],
+    ids=["nested", "oversized", "undecodable"],
+)
+def test_a_corrupt_stamp_is_ignored(tmp_path: Path, stamp: bytes) -> None:
+    """A deeply nested stamp used to raise RecursionError out of fetch."""
+    good = FakeSource("good")
+    ds.fetch(SPEC, tmp_path, sources=[good], progress=False)
+    (tmp_path / SPEC.folder / ds.STAMP_NAME).write_bytes(stamp)
+    ds.fetch(SPEC, tmp_path, sources=[ForbiddenSource()], progress=False)  # hashed again: fine
+
+
+def test_every_corrupt_copy_set_aside_is_kept(tmp_path: Path) -> None:
+    """The second corrupt copy used to overwrite the first one's ``.corrupt``."""
+    folder = tmp_path / SPEC.folder
+    folder.mkdir()
+    for k in range(3):
+        (folder / ds.TEST_LABELS).write_bytes(b"corrupt %d" % k)
+        ds.fetch(SPEC, tmp_path, sources=[FakeSource("good")], progress=False)
+    kept = {p.name: p.read_bytes() for p in folder.glob("*.corrupt*")}
+    name = ds.TEST_LABELS + ".corrupt"
+    assert kept == {name: b"corrupt 0", name + ".1": b"corrupt 1", name + ".2": b"corrupt 2"}

@@ -156,3 +156,24 @@ def test_pad_needs_a_digit_network() -> None:
     fashion_like = NNetworkExtended(nodes_in=784, hidden_layers=(4,), nodes_out=3, seed=0)
     with pytest.raises(ValueError, match="784 inputs and 10 outputs"):
         DigitPad(fashion_like, MNIST_CLASSES)
+
+
+# --------------------------------------------------------------------------- issue 31
+
+
+def test_pen_widths_the_pad_cannot_use_are_refused(net: NNetworkExtended, deadline) -> None:  # type: ignore[no-untyped-def]
+    """A pen 10**9 pixels wide used to keep Pillow drawing its round end for minutes; a negative
+    one failed deep inside Pillow at the first stroke."""
+    deadline(5)
+    refusal = f"pen_width must be a whole number from 1 to {PAD_SIDE}"
+    for width in (10**9, PAD_SIDE + 1, 0, -5, 2.5):
+        with pytest.raises(ValueError, match=refusal):
+            DigitPad(net, pen_width=width)  # type: ignore[arg-type]
+    DigitPad(net, pen_width=PAD_SIDE).draw(loop())
+
+
+def test_a_blank_drawing_warns(net: NNetworkExtended) -> None:
+    from mnistnn.images import BlankImageWarning
+
+    with pytest.warns(BlankImageWarning, match="blank"):
+        predict_drawing(net, np.zeros((PAD_SIDE, PAD_SIDE)))

@@ -153,3 +153,90 @@ def test_the_next_write_of_a_target_removes_its_stale_temporaries(tmp_path: Path
         out.write(b"whole")
     assert not left.exists()
     assert os.listdir(tmp_path) == ["weights.idx"]
+
+
+# --------------------------------------------------------------------------- what may be replaced
+
+
+def special_files(folder: Path) -> dict[str, Path]:
+    """Paths in ``folder`` that are not regular files: a FIFO, a socket, a folder, a symbolic
+    link to ``/dev/null`` and, as root, a character device of our own (``mknod c 1 3``)."""
+    import socket
+
+    paths = {"fifo": folder / "fifo", "socket": folder / "sock", "folder": folder / "dir"}
+    os.mkfifo(paths["fifo"])
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(os.fspath(paths["socket"]))
+    paths["folder"].mkdir()
+    paths["link to /dev/null"] = folder / "null-link"
+    paths["link to /dev/null"].symlink_to(os.devnull)
+    if os.geteuid() == 0:
+        paths["device"] = folder / "dev"
+        os.mknod(paths["device"], 0o600 | 0o020000, os.makedev(1, 3))
+    return paths
+
+
+def kinds(paths: dict[str, Path]) -> dict[str, int]:
+    return {name: os.lstat(path).st_mode for name, path in paths.items()}
+
+
+def test_what_is_not_a_regular_file_is_never_replaced(tmp_path: Path) -> None:
+    """Issue 31 #1: the rename used to put a regular file in the place of a device or a FIFO."""
+    import numpy as np
+
+    from mnistnn import NNetworkExtended, write_idx
+
+    paths = special_files(tmp_path)
+    before = kinds(paths)
+    net = NNetworkExtended(hidden_layers=(4,), progress=False)
+    for name, path in paths.items():
+        for write in (
+            lambda p: write_idx(p, np.zeros(3, np.uint8)),
+            net.save,
+            _files.check_writable,
+        ):
+            with pytest.raises(OSError) as caught:
+                write(path)
+            message = str(caught.value)
+            assert str(path) in message and "not a regular file" in message or (
+                name == "folder" and "is a folder" in message
+            ), (name, message)
+    assert kinds(paths) == before
+    assert not [p for p in tmp_path.iterdir() if TEMP.match(p.name)]
+
+
+def test_a_symbolic_link_is_written_through(tmp_path: Path) -> None:
+    """The link stays and the file it leads to gets the content (it used to be the reverse)."""
+    real = tmp_path / "real.bin"
+    real.write_bytes(b"old")
+    link = tmp_path / "link.bin"
+    link.symlink_to(real.name)
+    with _files.atomic_write(link) as out:
+        out.write(b"new")
+    assert link.is_symlink() and real.read_bytes() == b"new"
+    dangling = tmp_path / "dangling.bin"
+    dangling.symlink_to("made-by-the-write.bin")
+    with _files.atomic_write(dangling) as out:
+        out.write(b"x")
+    assert dangling.is_symlink() and (tmp_path / "made-by-the-write.bin").read_bytes() == b"x"
+
+
+def test_target_names_up_to_the_system_limit(tmp_path: Path) -> None:
+    """A 255-byte name used to fail: its temporary's name was longer than the limit."""
+    target = tmp_path / ("x" * 251 + ".npz")
+    with _files.atomic_write(target) as out:
+        out.write(b"data")
+    _files.check_writable(target)
+    assert target.read_bytes() == b"data"
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_open_regular_refuses_without_blocking(tmp_path: Path, deadline) -> None:  # type: ignore[no-untyped-def]
+    paths = special_files(tmp_path)
+    deadline(5)  # a FIFO with no writer blocks a plain open() for ever
+    for path in paths.values():  # (a socket cannot even be opened: ENXIO, also an OSError)
+        with pytest.raises(OSError, match="not a regular file|is a folder|No such device"):
+            _files.open_regular(path).close()
+    (tmp_path / "f").write_bytes(b"ok")
+    with _files.open_regular(tmp_path / "f") as f:
+        assert f.read() == b"ok"

@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pytest
 
-from mnistnn._gzip import GzipError, GzipReader, open_content
+from mnistnn._gzip import MAX_PADDING, GzipError, GzipReader, open_content
 
 DATA = np.random.default_rng(0).integers(0, 4, 300_000, dtype=np.uint8).tobytes()
 
@@ -70,3 +70,11 @@ def test_open_content_decides_by_the_first_two_bytes(kind: str) -> None:
     raw = DATA if kind == "plain" else gzip.compress(DATA)
     assert read_all(open_content(io.BytesIO(raw))) == DATA
     assert read_all(open_content(io.BytesIO(b"\x1f"))) == b"\x1f"  # too short to be gzip
+
+
+def test_zero_padding_is_bounded() -> None:
+    """Issue 31 #8: zero bytes after the last member used to be skipped without end."""
+    packed = gzip.compress(b"data")
+    assert read_all(GzipReader(io.BytesIO(packed + bytes(MAX_PADDING)))) == b"data"
+    with pytest.raises(GzipError, match="zero bytes after the gzip data"):
+        read_all(GzipReader(io.BytesIO(packed + bytes(MAX_PADDING + 1))))

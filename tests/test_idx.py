@@ -6,6 +6,7 @@ import gzip
 import io
 import os
 import tracemalloc
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -377,6 +378,65 @@ def test_huge_declared_size_fails_without_allocating(tmp_path: Path, case: str) 
         assert peak_bytes_while_failing(io.BytesIO(data), "truncated: header declares") < limit
         stream = Unseekable(data)
         assert peak_bytes_while_failing(stream, "truncated", "cannot be represented") < limit
+
+
+def forged_isize_gzip(path: Path, claimed: int, content: bytes) -> Path:
+    """A gzip file of an IDX header declaring ``claimed`` uint8 items and only ``content``
+    behind it, whose size trailer (ISIZE) is forged to agree with the header."""
+    header = header_bytes(0x08, claimed)
+    packed = bytearray(gzip.compress(header + content, compresslevel=1))
+    packed[-4:] = ((len(header) + claimed) % 2**32).to_bytes(4, "little")
+    crc = zlib.crc32(header + content).to_bytes(4, "little")
+    assert packed[-8:-4] == crc
+    path.write_bytes(packed)
+    return path
+
+
+def test_forged_gzip_size_trailer_costs_no_allocation(tmp_path: Path) -> None:
+    """Issue 31 #4: a forged ISIZE that agreed with the header used to be allocated at once
+    (24 GiB asked for by a 25 MB file): now only the data really there is held."""
+    content = np.random.default_rng(4).bytes(1 << 20)  # incompressible: passes the ratio check
+    path = forged_isize_gzip(tmp_path / "forged.gz", 2**30, content)
+    assert idx.DEFLATE_MAX_RATIO * path.stat().st_size > 2**30
+    with open(path, "rb") as f:
+        for source in (path, f):
+            peak = peak_bytes_while_failing(source, "length check failed")  # ISIZE is wrong
+            assert peak < 16 * len(content)
+
+
+def test_endless_trailing_data_is_refused_at_once(deadline) -> None:  # type: ignore[no-untyped-def]
+    """A stream that never ends (a pipe from /dev/zero) after the data used to be read for ever."""
+
+    class Endless(io.RawIOBase):
+        def __init__(self, start: bytes) -> None:
+            self._start = io.BytesIO(start)
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: memoryview) -> int:
+            n = self._start.readinto(buffer)
+            if n:
+                return n
+            buffer[:] = bytes(len(buffer))
+            return len(buffer)
+
+    deadline(5)
+    message = error_message(Endless(header_bytes(0x08, 10) + bytes(10)))
+    assert "trailing bytes: header declares 10 bytes of data, file holds more than" in message
+    message = error_message(Endless(gzip.compress(header_bytes(0x08, 10) + bytes(10))))
+    assert "zero bytes after the gzip data" in message
+
+
+def test_a_path_that_is_not_a_regular_file_is_refused_without_blocking(
+    tmp_path: Path,
+    deadline,  # type: ignore[no-untyped-def]
+) -> None:
+    """A FIFO with no writer used to block read_idx for ever; a pipe is read as a file object."""
+    os.mkfifo(tmp_path / "fifo")
+    deadline(5)
+    message = error_message(tmp_path / "fifo")
+    assert str(tmp_path / "fifo") in message and "FIFO" in message and "file object" in message
 
 
 def test_zero_size_shape_with_huge_dimensions_is_rejected_cleanly() -> None:

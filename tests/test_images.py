@@ -18,6 +18,7 @@ from PIL import Image
 from mnistnn import datasets
 from mnistnn.images import (
     MAX_PIXELS,
+    BlankImageWarning,
     ImageFileError,
     centre_by_mass,
     crop_to_ink,
@@ -224,3 +225,83 @@ def test_load_image_names_a_damaged_file(tmp_path: Path, digits: np.ndarray) -> 
         load_image(tmp_path / "text.png")
     with pytest.raises(ImageFileError, match=r"10x10 pixels; it must be at least 28x28"):
         load_image(save(digits[0][9:19, 9:19], tmp_path / "small.png"))
+
+
+# --------------------------------------------------------------------------- issue 31 #3
+
+
+def blank_pictures(folder: Path) -> dict[str, Path]:
+    """Image files with nothing in them, each a way a user may hand one over by mistake."""
+    from PIL import ImageDraw
+
+    paths = {}
+    for name, level in (("white", 255), ("black", 0), ("grey", 128)):
+        paths[name] = save(np.full((64, 64), level, np.uint8), folder / f"{name}.png")
+    noisy = 200 + np.random.default_rng(0).integers(-3, 4, size=(64, 64))  # JPEG-like grain
+    paths["grain"] = save(noisy.astype(np.uint8), folder / "grain.png")
+    first, second = Image.new("L", (64, 64), 255), Image.new("L", (64, 64), 255)
+    ImageDraw.Draw(second).line([(32, 10), (32, 54)], fill=0, width=6)
+    paths["gif, blank first frame"] = folder / "frames.gif"
+    first.save(paths["gif, blank first frame"], save_all=True, append_images=[second])
+    sheet = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    ImageDraw.Draw(sheet).line([(32, 10), (32, 54)], fill=(255, 255, 255, 255), width=6)
+    paths["white on transparent"] = folder / "white-on-transparent.png"
+    sheet.save(paths["white on transparent"])
+    return paths
+
+
+def test_a_blank_picture_warns_and_gives_a_blank_digit(tmp_path: Path) -> None:
+    """They used to become a digit without a word (the CLI then printed '1  14.88%')."""
+    for name, path in blank_pictures(tmp_path).items():
+        with pytest.warns(BlankImageWarning, match="blank") as caught:
+            pixels, _ = load_image(path)
+        assert not pixels.any(), name
+        (warning,) = caught
+        assert str(path) in str(warning.message)
+        assert ("transparent" in str(warning.message)) == (name == "white on transparent")
+
+
+def test_a_faint_but_real_digit_is_not_blank(tmp_path: Path, digits: np.ndarray) -> None:
+    faint = (255 - digits[0] // 16).astype(np.uint8)  # 16 levels of ink on white
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BlankImageWarning)
+        pixels, inverted = load_image(save(faint, tmp_path / "faint.png"))
+    assert inverted and pixels.any()
+
+
+@pytest.mark.parametrize(
+    ("value", "phrase"),
+    [(np.inf, "NaN or infinite"), (np.nan, "NaN or infinite"), (1000.0, "from 0 to 1000")],
+    ids=["inf", "nan", "above-255"],
+)
+def test_float_pixels_that_are_not_levels_are_refused(
+    tmp_path: Path, value: float, phrase: str
+) -> None:
+    """An infinite pixel used to be divided by 257 into a confident wrong answer."""
+    picture = np.zeros((64, 64), np.float32)
+    picture[10:54, 28:36] = 255.0
+    picture[0, 0] = value
+    path = tmp_path / "float.tif"
+    Image.fromarray(picture).save(path)
+    with pytest.raises(ImageFileError, match=phrase) as caught:
+        load_image(path)
+    assert str(path) in str(caught.value)
+    picture[0, 0] = 0.0
+    Image.fromarray(picture).save(path)
+    assert load_image(path)[0].any()
+
+
+def test_non_finite_ink_is_refused() -> None:
+    ink = np.zeros((28, 28))
+    ink[5, 5] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        to_mnist(ink)
+
+
+def test_an_image_path_that_is_a_fifo_does_not_block(tmp_path: Path, deadline) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    os.mkfifo(tmp_path / "fifo")
+    deadline(5)
+    with pytest.raises(OSError, match="FIFO"):
+        load_image(tmp_path / "fifo")

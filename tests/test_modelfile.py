@@ -726,3 +726,77 @@ def test_object_array_with_unknown_name_is_refused_unexecuted(model: Path, tmp_p
     bad = rewrite(model, tmp_path / "evil.npz", payload=evil_array(marker))
     assert_refused(bad, "contains pickled data")
     assert not marker.exists()
+
+
+# --------------------------------------------------------------------------- issue 31
+
+
+def patched_central_directory(src: Path, dest: Path, *, flag: int = 0, method: int | None = None):
+    """A copy of ``src`` whose central-directory records get ``flag`` bits (1: encrypted) or
+    compression ``method``: what another zip tool might write."""
+    data = bytearray(src.read_bytes())
+    at = data.find(b"PK\x01\x02")
+    while at >= 0:
+        data[at + 8 : at + 10] = (int.from_bytes(data[at + 8 : at + 10], "little") | flag).to_bytes(
+            2, "little"
+        )
+        if method is not None:
+            data[at + 10 : at + 12] = method.to_bytes(2, "little")
+        at = data.find(b"PK\x01\x02", at + 4)
+    dest.write_bytes(data)
+    return dest
+
+
+@pytest.mark.parametrize(
+    ("change", "phrase"),
+    [
+        ({"flag": 1}, "is encrypted"),
+        ({"method": 93}, "compression method 93"),
+        ({"method": zipfile.ZIP_BZIP2}, "compression method 12"),
+        ({"method": zipfile.ZIP_LZMA}, "compression method 14"),
+    ],
+    ids=["encrypted", "method-93", "bzip2", "lzma"],
+)
+def test_entries_zipfile_cannot_or_should_not_read(
+    model: Path, tmp_path: Path, change: dict[str, int], phrase: str
+) -> None:
+    """Issue 31 #2: RuntimeError / NotImplementedError used to escape from load and metadata."""
+    bad = patched_central_directory(model, tmp_path / "bad.npz", **change)
+    for read in (load_model, read_metadata):
+        with pytest.raises(ModelFormatError, match=phrase):
+            read(bad)
+
+
+def test_a_corrupt_deflate_stream_is_a_model_format_error(model: Path, tmp_path: Path) -> None:
+    """zlib.error used to escape from a savez_compressed file whose data was damaged."""
+    packed = io.BytesIO()
+    np.savez_compressed(packed, **entries(model))
+    data = bytearray(packed.getvalue())
+    first = data.find(b"PK\x03\x04")
+    name_len, extra_len = (
+        int.from_bytes(data[first + k : first + k + 2], "little")
+        for k in (26, 28)
+    )
+    start = first + 30 + name_len + extra_len
+    data[start : start + 8] = b"\xff" * 8
+    (tmp_path / "bad.npz").write_bytes(data)
+    with pytest.raises(ModelFormatError, match="truncated or corrupt"):
+        load_model(tmp_path / "bad.npz")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weights_that_could_overflow_are_refused(tmp_path: Path, dtype: type) -> None:
+    """Issue 31 #3: finite weights of 3e38 loaded, and predict printed 'nan%'."""
+    ws, bs = make_net(SIZES[2], dtype, seed=0)
+    huge = float(np.finfo(dtype).max) / 10
+    for name, value in (("W1", huge), ("W2", huge), ("b2", 6 * huge)):
+        bad_ws, bad_bs = [w.copy() for w in ws], [b.copy() for b in bs]
+        target = {"W1": bad_ws[0], "W2": bad_ws[1], "b2": bad_bs[1]}[name]
+        target.flat[0] = value
+        path = save_model(tmp_path / f"{name}.npz", bad_ws, bad_bs, META)
+        layer = name[1]
+        with pytest.raises(ModelFormatError, match=f"layer {layer} can reach .* overflow"):
+            load_model(path)
+    # The bound is far from any trained network: weights of 1e3 everywhere load.
+    big_ws = [np.full_like(w, 1e3) for w in ws]
+    load_model(save_model(tmp_path / "big.npz", big_ws, bs, META))
