@@ -249,14 +249,14 @@ def _luminance(image: Image.Image, path: str | PathLike[str]) -> tuple[np.ndarra
         image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         gray = np.asarray(image)
-        top = 255 if image.mode == "F" else _WIDEST_INTEGER
+        top, kind = (255, "float") if image.mode == "F" else (_WIDEST_INTEGER, "integer")
         if not np.isfinite(gray).all():
             raise ImageFileError(f"{path}: the image has NaN or infinite pixels; not levels")
         low, high = gray.min(), gray.max()
         if low < 0 or high > top:
             raise ImageFileError(
-                f"{path}: the image's pixels run from {low:g} to {high:g}; a {image.mode} image "
-                f"needs levels in 0..{top}"
+                f"{path}: the image's pixels run from {low:g} to {high:g}; an {kind} image "
+                f"({image.mode}) needs levels in 0..{top}"
             )
         if high > 255:
             gray = gray / 257.0

@@ -938,3 +938,22 @@ def test_every_corrupt_copy_set_aside_is_kept(tmp_path: Path) -> None:
     kept = {p.name: p.read_bytes() for p in folder.glob("*.corrupt*")}
     name = ds.TEST_LABELS + ".corrupt"
     assert kept == {name: b"corrupt 0", name + ".1": b"corrupt 1", name + ".2": b"corrupt 2"}
+
+
+def test_a_data_file_that_is_not_a_regular_file_is_never_replaced(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    deadline,  # type: ignore[no-untyped-def]
+) -> None:
+    """A FIFO in a data file's place used to be replaced by the verified copy (and load()
+    blocked on it)."""
+    folder = tmp_path / SPEC.folder
+    folder.mkdir()
+    os.mkfifo(folder / ds.TEST_LABELS)
+    deadline(5)
+    with pytest.raises(ds.DatasetFetchError, match="is a FIFO .*not a regular file"):
+        ds.fetch(SPEC, tmp_path, sources=[FakeSource("good")], progress=False)
+    monkeypatch.setattr(ds, "default_sources", lambda spec, runner=None: [FakeSource("good")])
+    with pytest.raises(ds.DatasetFetchError, match="is a FIFO"):
+        ds.load(SPEC, "test", tmp_path)
+    assert (folder / ds.TEST_LABELS).is_fifo()
