@@ -407,15 +407,11 @@ def test_forged_gzip_size_trailer_costs_no_allocation(tmp_path: Path) -> None:
 def test_endless_trailing_data_is_refused_at_once(deadline) -> None:  # type: ignore[no-untyped-def]
     """A stream that never ends (a pipe from /dev/zero) after the data used to be read for ever."""
 
-    class Endless(io.RawIOBase):
-        def __init__(self, start: bytes) -> None:
-            self._start = io.BytesIO(start)
-
-        def readable(self) -> bool:
-            return True
+    class Endless(Unseekable):
+        """The data, then zero bytes for ever."""
 
         def readinto(self, buffer: memoryview) -> int:
-            n = self._start.readinto(buffer)
+            n = super().readinto(buffer)
             if n:
                 return n
             buffer[:] = bytes(len(buffer))
