@@ -77,10 +77,9 @@ print(json.dumps({"threads": numba.get_num_threads(), "digests": digests, "hits"
                   "misses": misses}))
 """
 
-# SCRIPT's digests, made on x86-64 (Linux, numpy 2.4.6, numba 0.68.1); "all" is the digest that
-# aarch64 under qemu gave too (issue 30), and `make test-arm` checks every path there.  After a
-# change meant to give other bits, print the new ones with `python tests/test_determinism.py`
-# and say in the commit why they changed.
+# SCRIPT's digests, made on x86-64 (Linux, numpy 2.4.6, numba 0.68.1), every one the same on
+# aarch64 under qemu (`make test-arm`).  After a change meant to give other bits, print the new
+# ones with `python tests/test_determinism.py` and say in the commit why they changed.
 STORED = {
     "one pass": "0241d75a99602f99a4d413f182bc65d6a1c3e08b261f42e70e82be3cf2775f9f",
     "side by side": "26140a0ebde984391e040dcb915916c5a57998de18efae11a2665d1aefd8ef54",
