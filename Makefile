@@ -5,6 +5,7 @@
 #   make lab        ... then fetch the data and open JupyterLab on notebooks/
 #   make test       ... then fetch the data and run tests/ and every notebook (nbval)
 #   make test-lab   ... the notebooks in a real JupyterLab in headless Chromium (Playwright)
+#   make test-arm   ... the determinism test on 64-bit ARM under qemu (Debian or Ubuntu, as root)
 #   make help       list every target
 #
 # Variables (override on the command line: `make test PYTHON=python3.12 PYTEST_ARGS="-k idx"`):
@@ -13,6 +14,7 @@
 #   LAB_ARGS     extra arguments for `jupyter lab`
 #   PYTEST_ARGS  extra arguments for pytest (e.g. `tests -x -q` to skip the notebooks)
 #   NB           notebook(s) for `make execute` (default: all of notebooks/)
+#   ARM_DIR      where `make test-arm` builds its aarch64 Python (default .arm, gitignored)
 #   CHROMIUM     the browser of `make test-lab` (default /usr/bin/chromium, Debian's package);
 #                empty for Playwright's own (`.venv/bin/python -m playwright install chromium`)
 #   MNISTNN_DATA (environment) where the data lives; default: the checkout's data/
@@ -39,8 +41,8 @@ LAB_TEST_ENV := PYDEVD_DISABLE_FILE_VALIDATION=1 MPLCONFIGDIR=$(CURDIR)/.cache/m
 
 .DEFAULT_GOAL := install
 .DELETE_ON_ERROR:
-.PHONY: install data lab test test-lab test-lab-quick browser execute lint images benchmark clean \
-  distclean help
+.PHONY: install data lab test test-lab test-lab-quick test-arm qemu browser execute lint images \
+  benchmark clean distclean help
 
 install: $(STAMP) ## Create the venv (.venv), install the package (editable) with its lab + test extras, register the kernel
 
@@ -73,6 +75,48 @@ test-lab: install data browser ## Run every notebook in JupyterLab in headless C
 test-lab-quick: install data browser ## The same for notebooks 01, 02 and 06 only (CI runs it after `make test`)
 	$(LAB_TEST_ENV) $(VENV_PY) -m pytest tests_lab -m quick $(PYTEST_ARGS)
 
+# 64-bit ARM under qemu-user, built in ARM_DIR from nothing and reused: Debian's arm64 Python 3.11
+# (debootstrap's first stage downloads it with what it needs; its packages are unpacked, none
+# installed, nothing runs as ARM but Python itself), and PyPI's aarch64 wheels of the versions in
+# the venv.  No binfmt_misc needed: qemu is called by name.
+ARM_DIR ?= .arm
+ARM_MIRROR ?= http://deb.debian.org/debian
+ARM_ROOT := $(ARM_DIR)/root
+ARM_PINS := numpy|numba|llvmlite|tqdm|pooch|pytest
+ARM_WHEELS := --platform manylinux_2_28_aarch64 --platform manylinux_2_27_aarch64 \
+  --platform manylinux2014_aarch64 --python-version 3.11 --implementation cp --only-binary=:all:
+ARM_PY = qemu-aarch64-static -L $(abspath $(ARM_ROOT)) $(abspath $(ARM_ROOT))/usr/bin/python3.11
+
+test-arm: install qemu $(ARM_ROOT)/usr/bin/python3.11 $(ARM_DIR)/site/.installed ## Run the stored-digest test (trains small networks) on aarch64 under qemu (as root: installs qemu-user-static and debootstrap; builds .arm/)
+	mkdir -p $(ARM_DIR)/run
+	cd $(ARM_DIR)/run && $(TEST_ENV) NUMBA_CACHE_DIR=$(abspath $(ARM_DIR))/numba-cache \
+	  PYTHONPATH=$(abspath $(ARM_DIR))/site:$(CURDIR) $(ARM_PY) -m pytest -p no:cacheprovider \
+	  -o addopts=-ra $(CURDIR)/tests/test_determinism.py $(PYTEST_ARGS)
+
+qemu: ## Make sure test-arm has qemu-aarch64-static and debootstrap (Debian's packages, as root)
+	@if command -v qemu-aarch64-static >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1; \
+	then exit 0; elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian's qemu-user-static and debootstrap packages for test-arm"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq qemu-user-static debootstrap >/dev/null; \
+	else \
+	  echo "error: make test-arm needs qemu-aarch64-static and debootstrap ('apt-get install" >&2; \
+	  echo "       qemu-user-static debootstrap' as root on Debian or Ubuntu)." >&2; exit 1; fi
+
+$(ARM_ROOT)/usr/bin/python3.11:
+	rm -rf $(ARM_ROOT).part && mkdir -p $(ARM_DIR)
+	debootstrap --arch=arm64 --foreign --variant=minbase \
+	  --include=python3.11-minimal,libpython3.11-stdlib \
+	  bookworm $(abspath $(ARM_ROOT)).part $(ARM_MIRROR)
+	for deb in $(ARM_ROOT).part/var/cache/apt/archives/*.deb; do dpkg -x "$$deb" $(ARM_ROOT).part; done
+	rm -rf $(ARM_ROOT) && mv $(ARM_ROOT).part $(ARM_ROOT)
+
+$(ARM_DIR)/site/.installed: $(STAMP)
+	rm -rf $(ARM_DIR)/site
+	$(VENV_PY) -m pip install --quiet --target $(ARM_DIR)/site $(ARM_WHEELS) \
+	  $$($(VENV_PY) -m pip freeze | grep -iE '^($(ARM_PINS))==')
+	@touch $@
+
 # Debian's chromium, installed with apt-get when it is missing and we may (root, apt-get there).
 browser: ## Make sure test-lab has a browser: CHROMIUM, else Debian's chromium package (as root)
 	@if [ -z "$(CHROMIUM)" ] || [ -x "$(CHROMIUM)" ]; then exit 0; \
@@ -98,7 +142,7 @@ benchmark: install data ## Time the training kernels
 	$(VENV_PY) benchmarks/run.py
 
 clean: ## Remove build artefacts and caches (keeps the venv and data/)
-	rm -rf build dist .pytest_cache .ruff_cache .make-stamps tests_lab/screenshots
+	rm -rf build dist .pytest_cache .ruff_cache .make-stamps tests_lab/screenshots $(ARM_DIR)
 	find . \( -path ./$(VENV) -o -path ./data -o -path ./.git \) -prune -o \
 	  \( -name __pycache__ -o -name '*.egg-info' -o -name .ipynb_checkpoints \) -type d \
 	  -prune -exec rm -rf {} +

@@ -33,6 +33,7 @@ from .pixels import (
 from .plan import BLOCK, CHUNK, GROUP, LANES, PIXEL_SCALE, TILE
 from .reductions import _mean, _reduce_tiles
 from .simd import (
+    log,
     vadd,
     vany,
     vfma,
@@ -99,7 +100,7 @@ def _narrow_net_tiles(
         vstore(pb[t], 0, 0, sum_dh)
         vstore(pb[t], 1, 0, sum_do)
         for i in range(lo, hi):
-            losses[i] = np.log(totals[i]) - losses[i]  # logsumexp(O) - O[y]
+            losses[i] = log(totals[i]) - losses[i]  # logsumexp(O) - O[y]
 
 
 @njit(cache=True)
@@ -211,7 +212,7 @@ def _narrow_nets_tiles(
                     _heads(H, nr, W2[q], b2[q], labels, inv_m, S, D)
                     for r in range(nr):
                         i = first + r0 + r
-                        losses[q, i] = np.log(S[48, r]) - S[49, r]  # logsumexp(O) - O[y]
+                        losses[q, i] = log(S[48, r]) - S[49, r]  # logsumexp(O) - O[y]
                         correct[q, i] = S[50, r] == labels[0, r]
                         for u in range(n_h):
                             g[r0 + r, q * n_h + u] = S[u, r]

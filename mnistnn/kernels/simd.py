@@ -39,6 +39,10 @@ and for a row of ``n <= 16`` values (a softmax over ten classes):
     vfind(v, s)         the first lane equal to ``s`` (16 if none)
     vexp(v)             ``exp`` of every lane (see :func:`vexp`)
 
+and for one float (the cross-entropy's logarithm):
+
+    log(x)              the natural logarithm (see :func:`log`)
+
 and to list nonzero pixels (:func:`mnistnn.kernels.pixels.sparse_pixels`):
 
     compress_nonzero(X, i, k, indices, values, q)   the nonzero ones of ``X[i, k:k+16]``, one after
@@ -52,6 +56,7 @@ The kernels keep every ``vload``/``vstore`` inside arrays whose rows are at leas
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 from llvmlite import ir
@@ -523,6 +528,98 @@ def vexp(typingctx, v):
         return _exp_codegen(builder, args[0], v.dtype.bitwidth)
 
     return v(v), codegen
+
+
+# log(x) = k ln 2 + log(m), x = 2**k m with m in [sqrt(1/2), sqrt(2)) read off the bits (a
+# subnormal x scaled by 2**"up" first); f = m - 1 (exact) and, with s = f / (2 + f),
+# log(1 + f) = 2 atanh(s) = 2s + 2s**3/3 + 2s**5/5 + ... = f - (f**2/2 - s (f**2/2 + R)),
+# R = 2z/3 + 2z**2/5 + ... (z = s**2) up to z**5 (float32) or z**10 (float64): |s| < 0.1716, so
+# the first term left out is below a hundredth of a unit in the last place.  ln 2 comes in two
+# parts, "hi" with few enough bits that k "hi" is exact, and the rest; the rounding errors of the
+# large terms are carried to the end, which rounds once more.
+_LN2 = Fraction("0.693147180559945309417232121458176568075500134360255254120680")
+
+
+def _ln2_parts(hi_bits: int, dtype: type) -> tuple[float, float]:
+    """``ln 2`` as ``hi + lo``: ``hi`` its first ``hi_bits`` bits, ``lo`` the rest in ``dtype``."""
+    hi = Fraction(round(_LN2 * 2**hi_bits), 2**hi_bits)
+    return float(hi), float(dtype(_LN2 - hi))
+
+
+_LOG = {
+    32: {"terms": 5, "int": ir.IntType(32), "mant": 23, "bias": 127, "up": 25,
+         "ln2": _ln2_parts(12, np.float32), "dtype": np.float32},
+    64: {"terms": 10, "int": ir.IntType(64), "mant": 52, "bias": 1023, "up": 54,
+         "ln2": _ln2_parts(32, np.float64), "dtype": np.float64},
+}  # fmt: skip
+
+
+def _bits(value: float, c: dict) -> int:
+    """The bits of ``value`` as the float type of ``c``."""
+    return int(np.array(value, c["dtype"]).view(f"int{c['int'].width}"))
+
+
+def _log_codegen(builder, x, bits):
+    """LLVM IR of the natural logarithm of the float ``x`` (``bits`` bits)."""
+    c = _LOG[bits]
+    t, it = x.type, c["int"]
+
+    def const(value):
+        return ir.Constant(t, value)
+
+    def fused(a, b, d):
+        fnty = ir.FunctionType(t, [t] * 3)
+        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.fma.f{bits}")
+        return builder.call(fn, [a, b, d])
+
+    tiny = builder.fcmp_ordered("<", x, const(float(np.finfo(c["dtype"]).tiny)))
+    scaled = builder.select(tiny, builder.fmul(x, const(2.0 ** c["up"])), x)
+    sqrt_half = _bits(math.sqrt(0.5), c)
+    ix = builder.add(builder.bitcast(scaled, it), ir.Constant(it, _bits(1.0, c) - sqrt_half))
+    k = builder.sub(builder.ashr(ix, ir.Constant(it, c["mant"])), ir.Constant(it, c["bias"]))
+    k = builder.sub(k, builder.select(tiny, ir.Constant(it, c["up"]), ir.Constant(it, 0)))
+    mantissa = builder.and_(ix, ir.Constant(it, (1 << c["mant"]) - 1))
+    m = builder.bitcast(builder.add(mantissa, ir.Constant(it, sqrt_half)), t)
+    f = builder.fsub(m, const(1.0))
+    s = builder.fdiv(f, builder.fadd(f, const(2.0)))
+    z = builder.fmul(s, s)
+    r = const(2 / (2 * c["terms"] + 1))
+    for j in range(c["terms"] - 1, 0, -1):  # Horner: ((c4 z + c3) z + c2) z + c1, then times z
+        r = fused(r, z, const(2 / (2 * j + 1)))
+    r = builder.fmul(r, z)
+    half_f = builder.fmul(const(0.5), f)
+    hfsq = builder.fmul(half_f, f)
+    hfsq_err = fused(half_f, f, builder.fneg(hfsq))  # f**2/2 = hfsq + hfsq_err exactly
+    dk = builder.sitofp(k, t)
+    ln2_hi, ln2_lo = c["ln2"]
+    # the big terms k ln2_hi + f - hfsq added with their rounding errors kept (two Fast2Sums:
+    # |f| >= hfsq, and |k ln2_hi| > |f - hfsq| unless k = 0), the errors added to the small terms
+    a = builder.fsub(f, hfsq)
+    a_err = builder.fsub(builder.fsub(f, a), hfsq)
+    big = builder.fmul(dk, const(ln2_hi))
+    total = builder.fadd(big, a)
+    total_err = builder.fadd(builder.fsub(big, total), a)
+    small = fused(s, builder.fadd(hfsq, r), builder.fmul(dk, const(ln2_lo)))
+    small = builder.fadd(builder.fsub(small, hfsq_err), builder.fadd(a_err, total_err))
+    out = builder.fadd(total, small)
+    out = builder.select(builder.fcmp_ordered("==", x, const(math.inf)), const(math.inf), out)
+    out = builder.select(builder.fcmp_ordered("==", x, const(0.0)), const(-math.inf), out)
+    return builder.select(builder.fcmp_unordered("<", x, const(0.0)), const(math.nan), out)
+
+
+@intrinsic
+def log(typingctx, x):
+    """The natural logarithm of the float ``x`` (``float32`` or ``float64``), within 0.7 units in
+    the last place, from a fixed sequence of float operations (no C math library: the same bits
+    on every machine).  ``log(0) = -inf``, ``log(inf) = inf``; negative numbers and NaN give NaN;
+    subnormals are exact inputs."""
+    if not isinstance(x, types.Float):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return _log_codegen(builder, args[0], x.bitwidth)
+
+    return x(x), codegen
 
 
 def _flat(a, dtypes) -> bool:

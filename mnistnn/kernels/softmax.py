@@ -13,6 +13,7 @@ from . import cache  # noqa: F401  (Numba's cache locator, before any kernel bel
 from .dense import _row_times
 from .plan import LANES, TILE
 from .simd import (
+    log,
     vadd,
     vdiv,
     vexp,
@@ -63,9 +64,11 @@ def _softmax_xent(Z, y, rows, inv_m, losses, correct):
     ``softmax(Z) * inv_m``: the probabilities of :func:`predict_proba`, from the same code.
 
     Up to 16 classes, a row is one :class:`~.simd.Vec16` (padded with ``-inf``, whose
-    ``exp`` is 0).  A tile's results go to a scratch block first and are copied to ``Z`` after its
-    last row is read (reading a row right after writing the one before it stalls the CPU), and
-    its logarithms are taken then too (a call to ``log`` would push the vectors out of registers).
+    ``exp`` is 0); more go 16 at a time through the same ``vexp`` (no C math library: the same
+    bits on every machine, and the loss's ``log`` is :func:`~.simd.log`).  A tile's results go
+    to a scratch block first and are copied to ``Z`` after its last row is read (reading a row
+    right after writing the one before it stalls the CPU), and its logarithms are taken then too
+    (a call to ``log`` would push the vectors out of registers).
     """
     m, K = Z.shape
     low = Z.dtype.type(-np.inf)
@@ -89,9 +92,11 @@ def _softmax_xent(Z, y, rows, inv_m, losses, correct):
                         zmax = Z[i, j]
                         arg = j
                 total = Z.dtype.type(0)
-                for j in range(K):
-                    Z[i, j] = np.exp(Z[i, j] - zmax)
-                    total += Z[i, j]
+                for j in range(0, K, LANES):  # 16 classes at a time, each block's sum in turn
+                    n = min(LANES, K - j)
+                    e = vexp(vadd(vloadn(Z, i, j, n, low), vsplat(-zmax)))
+                    vstoren(Z, i, j, n, e)
+                    total += vsum(e)
                 for j in range(K):
                     Z[i, j] = Z[i, j] * (inv_m / total)
                 if labelled:
@@ -104,7 +109,7 @@ def _softmax_xent(Z, y, rows, inv_m, losses, correct):
             if K <= LANES:
                 vstoren(Z, i, 0, K, vload(out, i - first, 0))
             if labelled:
-                losses[i] = np.log(totals[i - first]) - losses[i]  # logsumexp(Z[i]) - Z[i, y]
+                losses[i] = log(totals[i - first]) - losses[i]  # logsumexp(Z[i]) - Z[i, y]
 
 
 @njit(cache=True, inline="always")
