@@ -50,10 +50,11 @@ LAB_TEST_ENV := PYDEVD_DISABLE_FILE_VALIDATION=1 MPLCONFIGDIR=$(CURDIR)/.cache/m
 install: $(STAMP) ## Create the venv (.venv), install the package (editable) with its lab + test extras, register the kernel
 
 # The venv itself: made once, with a clear message when the interpreter is too old.
+CHECK_PYTHON := $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+  echo "error: mnistnn needs Python 3.11 or newer; '$(PYTHON)' is $$($(PYTHON) --version 2>&1)." >&2; \
+  echo "       Run e.g. 'make PYTHON=python3.12'." >&2; exit 1; }
 $(VENV_PY):
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
-	  echo "error: mnistnn needs Python 3.11 or newer; '$(PYTHON)' is $$($(PYTHON) --version 2>&1)." >&2; \
-	  echo "       Run e.g. 'make PYTHON=python3.12'." >&2; exit 1; }
+	@$(CHECK_PYTHON)
 	$(PYTHON) -m venv $(VENV)
 
 # Everything pip installs; redone only when pyproject.toml changes (or the stamp is removed).
@@ -90,9 +91,7 @@ MIN_STAMP := $(VENV_MIN)/.installed
 MIN_ENV := $(TEST_ENV) NUMBA_CACHE_DIR=$(CURDIR)/.cache/numba-min
 
 $(MIN_STAMP): pyproject.toml tests/constraints-min.txt
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
-	  echo "error: mnistnn needs Python 3.11 or newer; '$(PYTHON)' is $$($(PYTHON) --version 2>&1)." >&2; \
-	  exit 1; }
+	@$(CHECK_PYTHON)
 	[ -x $(VENV_MIN)/bin/python ] || $(PYTHON) -m venv $(VENV_MIN)
 	$(VENV_MIN)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV_MIN)/bin/python -m pip install --progress-bar off -c tests/constraints-min.txt -e '.[dev]'
