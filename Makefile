@@ -14,7 +14,7 @@
 #   VENV         the virtual environment's folder (default .venv)
 #   LAB_ARGS     extra arguments for `jupyter lab`
 #   PYTEST_ARGS  extra arguments for pytest (e.g. `tests -x -q` to skip the notebooks)
-#   NB           notebook(s) for `make execute` (default: all of notebooks/)
+#   NB           notebook(s) for `make execute` and `make test-blas` (default: all of notebooks/)
 #   VENV_MIN     the venv of `make test-min` (default .venv-min)
 #   CORETYPES    OpenBLAS kernel families `make test-blas` picks its two from (the first two that
 #                are not this CPU's; default: Haswell Sandybridge Prescott)
@@ -122,7 +122,7 @@ test-blas: install data ## Run the notebooks under two OpenBLAS kernel families 
 	  [ "$$got" != "$$host" ] || continue; n=$$((n + 1)); \
 	  echo "== OPENBLAS_CORETYPE=$$c (OpenBLAS: $$got), NPY_DISABLE_CPU_FEATURES=\"$$simd\""; \
 	  OPENBLAS_CORETYPE=$$c NPY_DISABLE_CPU_FEATURES="$$simd" $(TEST_ENV) \
-	    $(VENV_PY) -m pytest notebooks $(PYTEST_ARGS) || exit 1; \
+	    $(VENV_PY) -m pytest $(or $(NB),notebooks) $(PYTEST_ARGS) || exit 1; \
 	  [ $$n -lt 2 ] || exit 0; done; \
 	echo "error: fewer than two of CORETYPES=\"$(CORETYPES)\" differ from this CPU's" >&2; exit 1
 
