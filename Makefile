@@ -6,6 +6,8 @@
 #   make test       ... then fetch the data and run tests/ and every notebook (nbval)
 #   make test-lab   ... the notebooks in a real JupyterLab in headless Chromium (Playwright)
 #   make test-arm   ... the determinism test on 64-bit ARM under qemu (Debian or Ubuntu, as root)
+#   make test-min   the tests with the oldest versions pyproject.toml allows, in .venv-min
+#   make test-blas  the notebooks under two other OpenBLAS kernel families than this CPU's
 #   make help       list every target
 #
 # Variables (override on the command line: `make test PYTHON=python3.12 PYTEST_ARGS="-k idx"`):
@@ -13,8 +15,11 @@
 #   VENV         the virtual environment's folder (default .venv)
 #   LAB_ARGS     extra arguments for `jupyter lab`
 #   PYTEST_ARGS  extra arguments for pytest (e.g. `tests -x -q` to skip the notebooks)
-#   NB           notebook(s) for `make execute` (default: all of notebooks/)
+#   NB           notebook(s) for `make execute` and `make test-blas` (default: all of notebooks/)
 #   ARM_DIR      where `make test-arm` builds its aarch64 Python (default .arm, gitignored)
+#   VENV_MIN     the venv of `make test-min` (default .venv-min)
+#   CORETYPES    OpenBLAS kernel families `make test-blas` picks its two from (the first two that
+#                are not this CPU's; default: Haswell Sandybridge Prescott)
 #   CHROMIUM     the browser of `make test-lab` (default /usr/bin/chromium, Debian's package);
 #                empty for Playwright's own (`.venv/bin/python -m playwright install chromium`)
 #   MNISTNN_DATA (environment) where the data lives; default: the checkout's data/
@@ -41,16 +46,18 @@ LAB_TEST_ENV := PYDEVD_DISABLE_FILE_VALIDATION=1 MPLCONFIGDIR=$(CURDIR)/.cache/m
 
 .DEFAULT_GOAL := install
 .DELETE_ON_ERROR:
-.PHONY: install data lab test test-lab test-lab-quick test-arm qemu browser execute lint images \
+.PHONY: install data lab test test-lab test-lab-quick test-arm qemu test-min test-blas browser \
+  execute lint images \
   benchmark clean distclean help
 
 install: $(STAMP) ## Create the venv (.venv), install the package (editable) with its lab + test extras, register the kernel
 
 # The venv itself: made once, with a clear message when the interpreter is too old.
+CHECK_PYTHON := $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+  echo "error: mnistnn needs Python 3.11 or newer; '$(PYTHON)' is $$($(PYTHON) --version 2>&1)." >&2; \
+  echo "       Run e.g. 'make PYTHON=python3.12'." >&2; exit 1; }
 $(VENV_PY):
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
-	  echo "error: mnistnn needs Python 3.11 or newer; '$(PYTHON)' is $$($(PYTHON) --version 2>&1)." >&2; \
-	  echo "       Run e.g. 'make PYTHON=python3.12'." >&2; exit 1; }
+	@$(CHECK_PYTHON)
 	$(PYTHON) -m venv $(VENV)
 
 # Everything pip installs; redone only when pyproject.toml changes (or the stamp is removed).
@@ -63,8 +70,11 @@ $(STAMP): pyproject.toml | $(VENV_PY)
 data: install ## Fetch and verify MNIST and Fashion-MNIST into data/ (quick when already there)
 	$(VENV_PY) -m mnistnn fetch
 
+# JupyterLab refuses to start as root (a container, a cloud VM) unless told --allow-root.
+ALLOW_ROOT = $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root)
+
 lab: install data ## Open JupyterLab on notebooks/ (extra arguments: LAB_ARGS=...)
-	$(VENV_BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
+	$(VENV_BIN)/jupyter lab --notebook-dir=notebooks $(ALLOW_ROOT) $(LAB_ARGS)
 
 test: install data ## Run tests/ and every notebook with nbval (extra arguments: PYTEST_ARGS=...)
 	$(TEST_ENV) $(VENV_PY) -m pytest $(PYTEST_ARGS)
@@ -116,6 +126,50 @@ $(ARM_DIR)/site/.installed: $(STAMP)
 	$(VENV_PY) -m pip install --quiet --target $(ARM_DIR)/site $(ARM_WHEELS) \
 	  $$($(VENV_PY) -m pip freeze | grep -iE '^($(ARM_PINS))==')
 	@touch $@
+
+# The floors: the package with the oldest versions pyproject.toml allows (tests/constraints-min.txt;
+# tests/test_floors.py keeps the two in step), in a venv of its own with a Numba cache of its own
+# (so neither venv's run throws away the other's compiled kernels). The unit tests, then, if they
+# pass, the notebooks.
+VENV_MIN ?= .venv-min
+MIN_STAMP := $(VENV_MIN)/.installed
+MIN_ENV := $(TEST_ENV) NUMBA_CACHE_DIR=$(CURDIR)/.cache/numba-min
+
+$(MIN_STAMP): pyproject.toml tests/constraints-min.txt
+	@$(CHECK_PYTHON)
+	[ -x $(VENV_MIN)/bin/python ] || $(PYTHON) -m venv $(VENV_MIN)
+	$(VENV_MIN)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_MIN)/bin/python -m pip install --progress-bar off -c tests/constraints-min.txt -e '.[dev]'
+	@touch $@
+
+test-min: $(MIN_STAMP) ## Run tests/, then the notebooks, with the oldest versions allowed (in .venv-min)
+	$(VENV_MIN)/bin/python -m mnistnn fetch
+	$(MIN_ENV) $(VENV_MIN)/bin/python -m pytest tests $(PYTEST_ARGS)
+	$(MIN_ENV) $(VENV_MIN)/bin/python -m pytest notebooks $(PYTEST_ARGS)
+
+# Other CPUs compute NumPy's matrix products with other OpenBLAS kernels, and its exp and log with
+# other SIMD code: every number a notebook prints must survive that. Each pass runs the notebooks
+# with OpenBLAS told to use another kernel family than it picks here (checked with threadpoolctl)
+# and NumPy's CPU-specific code for this CPU switched off (NPY_DISABLE_CPU_FEATURES).
+CORETYPES ?= Haswell Sandybridge Prescott
+BLAS_KERNELS := import numpy, threadpoolctl; \
+  print(" ".join(i.get("architecture") or "?" for i in threadpoolctl.threadpool_info() \
+  if i["internal_api"] == "openblas"))
+NUMPY_SIMD := import numpy; core = getattr(numpy, "_core", None) or numpy.core; \
+  u = core._multiarray_umath; \
+  print(" ".join(f for f in u.__cpu_dispatch__ if u.__cpu_features__.get(f)))
+
+test-blas: install data ## Run the notebooks under two OpenBLAS kernel families other than this CPU's (CORETYPES=...)
+	@host="$$($(VENV_PY) -c '$(BLAS_KERNELS)')"; simd="$$($(VENV_PY) -c '$(NUMPY_SIMD)')"; \
+	echo "this CPU: OpenBLAS kernels $$host; NumPy's dispatched SIMD code: $${simd:-none}"; \
+	n=0; for c in $(CORETYPES); do \
+	  got="$$(OPENBLAS_CORETYPE=$$c $(VENV_PY) -c '$(BLAS_KERNELS)')"; \
+	  [ "$$got" != "$$host" ] || continue; n=$$((n + 1)); \
+	  echo "== OPENBLAS_CORETYPE=$$c (OpenBLAS: $$got), NPY_DISABLE_CPU_FEATURES=\"$$simd\""; \
+	  OPENBLAS_CORETYPE=$$c NPY_DISABLE_CPU_FEATURES="$$simd" $(TEST_ENV) \
+	    $(VENV_PY) -m pytest $(or $(NB),notebooks) $(PYTEST_ARGS) || exit 1; \
+	  [ $$n -lt 2 ] || exit 0; done; \
+	echo "error: fewer than two of CORETYPES=\"$(CORETYPES)\" differ from this CPU's" >&2; exit 1
 
 # Debian's chromium, installed with apt-get when it is missing and we may (root, apt-get there).
 browser: ## Make sure test-lab has a browser: CHROMIUM, else Debian's chromium package (as root)

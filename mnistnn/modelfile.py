@@ -218,8 +218,10 @@ def save_model(
 
     arrays = dict(_entries(ws, bs))
     arrays["metadata"] = np.array(text)
+    # Nothing here is an object array, so nothing is pickled. No allow_pickle=False: NumPy 1.26's
+    # savez has no such argument and would store it as one more array.
     with atomic_write(path) as out:
-        np.savez(out, allow_pickle=False, **arrays)
+        np.savez(out, **arrays)
     return path
 
 

@@ -151,7 +151,8 @@ def _count_labels(labels: ArrayLike, n_classes: int, name: str) -> np.ndarray:
 
 
 def _root(fig: Figure | SubFigure) -> Figure:
-    return fig if isinstance(fig, Figure) else fig.get_figure(root=True)
+    # A subfigure's .figure is its root figure (Matplotlib 3.8 has no get_figure(root=True)).
+    return fig if isinstance(fig, Figure) else fig.figure
 
 
 # --------------------------------------------------------------------------- images
