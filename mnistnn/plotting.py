@@ -2,8 +2,12 @@
 and diagrams of the network, its gradients and its training.
 
 Every plotting function takes numpy arrays (the diagrams: layer sizes), draws one figure and
-returns it; none of them trains a network or reads files.  (``quadratic_descent`` computes the
-points that gradient descent visits on a small quadratic, for ``descent_paths`` to draw.)
+returns it; none of them trains a network or reads files.  Three helpers compute what they
+draw: ``quadratic_descent`` the points that gradient descent visits on a small quadratic (for
+``descent_paths``), ``layer_statistics`` a deep network's activations and gradients with
+:mod:`mnistnn.reference` (for ``layer_activation_histograms`` and
+``layer_gradient_histograms``) and ``update_ratios`` one training step's update-to-weight
+ratios (for ``update_ratio_curves``).
 They share one look: digits in ``gray_r`` (ink dark on white paper, as the digits were
 written) with every pixel drawn as a solid square, titles with class names, mistakes in red.
 
@@ -24,14 +28,18 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
+from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch, Patch
 from numpy.typing import ArrayLike
+
+from . import reference
 
 __all__ = [
     "CORRECT_COLOR",
@@ -39,6 +47,7 @@ __all__ = [
     "INTERPOLATION",
     "MISTAKE_COLOR",
     "WEIGHT_CMAP",
+    "LayerStatistics",
     "activation_histograms",
     "backprop_graph",
     "class_balance",
@@ -47,7 +56,11 @@ __all__ = [
     "descent_paths",
     "function_panels",
     "image_grid",
+    "layer_activation_histograms",
+    "layer_gradient_histograms",
+    "layer_statistics",
     "learning_curves",
+    "learning_rate_search",
     "matrix_image",
     "network_diagram",
     "pixel_histogram",
@@ -55,6 +68,8 @@ __all__ = [
     "probability_bars",
     "quadratic_descent",
     "samples_per_class",
+    "update_ratio_curves",
+    "update_ratios",
     "weight_images",
 ]
 
@@ -501,6 +516,122 @@ def _x_axis(run: str, history: Mapping[str, ArrayLike]) -> tuple[np.ndarray, str
     if len(lengths) > 1:
         raise ValueError(f"history {run!r}: sequences of different lengths {sorted(lengths)}")
     return np.arange(lengths.pop() if lengths else 0), "step"
+
+
+def learning_rate_search(
+    results: Mapping[str, Mapping[float, float | Sequence[float]]],
+    chosen: tuple[str, float] | None = None,
+    ylabel: str = "validation loss",
+    spread: str = "band",
+    title: str | None = None,
+) -> Figure:
+    """A learning-rate search: a score against ``alpha`` on a log axis, one line per setting.
+
+    ``results`` maps a setting (e.g. ``"he"`` or ``"784-256-10"``) to ``{alpha: values}``: the
+    score of the runs with that learning rate (e.g. the final validation loss), one number or
+    one per seed.  Each line goes through the mean over the seeds; with several seeds, their
+    lowest to highest value is drawn as a band (``spread="band"``) or as error bars
+    (``"bars"``).  A value that is not finite (a run that diverged: pass ``nan``) is left out;
+    where every run of a setting diverged, a × at the top of the axes says so.  ``chosen``
+    ``(setting, alpha)`` is marked with a black star and annotated with its mean.  The x ticks
+    are the alphas tried.  Returns the figure, with one axes.
+    """
+    if not results:
+        raise ValueError("learning_rate_search needs at least one setting")
+    if spread not in ("band", "bars"):
+        raise ValueError(f"spread must be 'band' or 'bars', got {spread!r}")
+    fig = _new_figure((8.0, 4.0))
+    ax = fig.add_subplot()
+    tried: set[float] = set()
+    means: dict[tuple[str, float], float] = {}
+    seeds, diverged = 1, False
+    for i, (name, runs) in enumerate(results.items()):
+        alphas, mean, low, high, n = _over_seeds(name, runs)
+        ok, color = np.isfinite(mean), f"C{i % 10}"
+        ax.plot(alphas[ok], mean[ok], "-o", color=color, label=name, linewidth=1.6, markersize=5)
+        if spread == "band":
+            ax.fill_between(alphas[ok], low[ok], high[ok], color=color, alpha=0.18, linewidth=0)
+        else:
+            errors = [mean[ok] - low[ok], high[ok] - mean[ok]]
+            ax.errorbar(alphas[ok], mean[ok], errors, fmt="none", ecolor=color, capsize=3)
+        if not ok.all():  # a × at the top of the axes, a little lower for each setting
+            y = np.full(np.count_nonzero(~ok), 0.97 - 0.05 * i)
+            ax.plot(alphas[~ok], y, "x", color=color, markersize=9, markeredgewidth=2,
+                    transform=ax.get_xaxis_transform(), clip_on=False)  # fmt: skip
+            diverged = True
+        tried.update(alphas.tolist())
+        means.update(((name, float(a)), float(m)) for a, m in zip(alphas, mean, strict=True))
+        seeds = max(seeds, n)
+    handles, _ = ax.get_legend_handles_labels()
+    if seeds > 1:
+        handles.append(_spread_handle(spread, seeds))
+    if diverged:
+        handles.append(Line2D([], [], ls="none", marker="x", color="gray", label="all diverged"))
+    if chosen is not None:
+        _mark_chosen(ax, tuple(chosen), means, ylabel, sorted(tried))
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(tried), [f"{a:g}" for a in sorted(tried)])
+    ax.minorticks_off()
+    ax.set_xlabel("learning rate α (log scale)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def _over_seeds(
+    name: str, runs: Mapping[float, float | Sequence[float]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """``(alphas, mean, lowest, highest, most seeds)`` of one setting's runs, sorted by alpha,
+    over the finite values (nan where there are none)."""
+    alphas = np.array(sorted(runs), dtype=np.float64)
+    if alphas.size == 0 or alphas[0] <= 0:
+        raise ValueError(f"setting {name!r}: needs alphas > 0, got {alphas.tolist()}")
+    values = [np.atleast_1d(np.asarray(runs[a], dtype=np.float64)) for a in sorted(runs)]
+    finite = [v[np.isfinite(v)] for v in values]
+    stats = np.array([(v.mean(), v.min(), v.max()) if v.size else (np.nan,) * 3 for v in finite])
+    return alphas, *stats.T, max(len(v) for v in values)
+
+
+def _mark_chosen(
+    ax: Axes,
+    chosen: tuple[str, float],
+    means: dict[tuple[str, float], float],
+    ylabel: str,
+    tried: list[float],
+) -> None:
+    """A star on the chosen mean, its value written at the top (or bottom) of the axes, where
+    the other lines seldom are: above a minimum, below a maximum."""
+    if not np.isfinite(means.get(chosen, np.nan)):
+        raise ValueError(f"chosen {chosen!r} is not among the results' finite values")
+    alpha, value = chosen[1], means[chosen]
+    finite = [m for m in means.values() if np.isfinite(m)]
+    above = value <= (min(finite) + max(finite)) / 2
+    ax.plot(alpha, value, "*", color="black", markersize=16, zorder=5)
+    ha = "left" if alpha == tried[0] else "right" if alpha == tried[-1] else "center"
+    start = ({"left": 0.0, "center": 0.5, "right": 1.0}[ha], 0.0 if above else 1.0)
+    ax.annotate(
+        f"chosen: {chosen[0]}, α = {alpha:g}\n{ylabel} {value:.4g}",
+        (alpha, value),
+        xytext=(alpha, 0.93 if above else 0.07),
+        textcoords=ax.get_xaxis_transform(),
+        ha=ha,
+        va="top" if above else "bottom",
+        fontsize=9,
+        arrowprops={"arrowstyle": "-", "color": "k", "lw": 0.8, "ls": ":", "relpos": start},
+        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85},
+    )
+
+
+def _spread_handle(spread: str, seeds: int) -> Artist:
+    """The legend entry that explains the band or the error bars."""
+    label = f"lowest to highest of {seeds} seeds"
+    if spread == "band":
+        return Patch(facecolor="gray", alpha=0.25, label=label)
+    return Line2D([], [], ls="none", marker="|", markersize=10, color="gray", label=label)
 
 
 # --------------------------------------------------------------------------- results
@@ -1012,14 +1143,21 @@ def backprop_graph(
 
 
 def quadratic_descent(
-    A: ArrayLike, start: ArrayLike, alpha: float, steps: int, minimum: ArrayLike | None = None
+    A: ArrayLike,
+    start: ArrayLike,
+    alpha: float,
+    steps: int,
+    minimum: ArrayLike | None = None,
+    momentum: float = 0.0,
 ) -> np.ndarray:
     """The points gradient descent visits on the quadratic ``f(θ) = ½ (θ − m)ᵀ A (θ − m)``.
 
     ``A`` is a symmetric ``(n, n)`` curvature matrix (``(2, 2)`` for a picture), ``start`` and
-    ``minimum`` (``m``, default 0) are ``(n,)``.  Each step is ``θ ← θ − alpha · A (θ − m)``,
-    the gradient step with learning rate ``alpha``.  Returns ``(steps + 1, n)``: the start,
-    then the point after each step.  (For :func:`descent_paths`; it trains nothing else.)
+    ``minimum`` (``m``, default 0) are ``(n,)``.  Each step is classical momentum, the rule of
+    :func:`mnistnn.reference.update`: ``v ← momentum · v − alpha · A (θ − m)``, ``θ ← θ + v``,
+    with ``v = 0`` at the start; with ``momentum = 0`` (the default) it is the plain gradient
+    step ``θ ← θ − alpha · A (θ − m)``.  Returns ``(steps + 1, n)``: the start, then the point
+    after each step.  (For :func:`descent_paths`; it trains nothing else.)
     """
     curvature = np.asarray(A, dtype=np.float64)
     theta = np.asarray(start, dtype=np.float64)
@@ -1028,11 +1166,15 @@ def quadratic_descent(
         raise ValueError(
             f"A must be (n, n) and start (n,), got {curvature.shape} and {theta.shape}"
         )
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     centre = np.zeros(n) if minimum is None else np.asarray(minimum, dtype=np.float64)
     path = np.empty((int(steps) + 1, n))
     path[0] = theta
+    velocity = np.zeros(n)
     for t in range(int(steps)):
-        path[t + 1] = path[t] - alpha * curvature @ (path[t] - centre)
+        velocity = momentum * velocity - alpha * curvature @ (path[t] - centre)
+        path[t + 1] = path[t] + velocity
     return path
 
 
@@ -1181,4 +1323,197 @@ def activation_histograms(
     axes[0].set_ylabel("share of all values")
     if title:
         fig.suptitle(title)
+    return fig
+
+
+# --------------------------------------------------------------------------- inside a deep network
+
+
+class LayerStatistics(NamedTuple):
+    """What :func:`layer_statistics` measures on one batch of a network with ``L`` layers."""
+
+    loss: float
+    """The mean cross-entropy on the batch."""
+    activations: list[np.ndarray]
+    """``Ĥ_l = ReLU(H_l)`` of each hidden layer ``l = 1 .. L-1``, ``(n_l, N)``."""
+    gradients: list[np.ndarray]
+    """``dW_l`` of each weight matrix ``l = 1 .. L``, ``(n_l, n_{l-1})``, shaped like it."""
+
+
+def layer_statistics(
+    weights: Sequence[np.ndarray],
+    biases: Sequence[np.ndarray],
+    I: np.ndarray,  # noqa: E741 (the write-up's name)
+    y: ArrayLike,
+) -> LayerStatistics:
+    """The hidden layers' activations and the weights' gradients of a network on one batch.
+
+    ``weights`` and ``biases`` are the network's lists (``(n_l, n_{l-1})`` and ``(n_l,)``, e.g.
+    an estimator's ``weights`` and ``biases``), ``I`` the batch ``(n_in, N)`` (see
+    :func:`mnistnn.reference.inputs`) and ``y`` its ``(N,)`` labels.  Computed with
+    :func:`mnistnn.reference.forward` and :func:`mnistnn.reference.backward`; for
+    :func:`layer_activation_histograms` and :func:`layer_gradient_histograms`.
+    """
+    weights, biases, labels = list(weights), list(biases), np.asarray(y)
+    H = reference.forward(weights, biases, I)
+    loss, dWs, _ = reference.backward(weights, biases, I, labels)
+    return LayerStatistics(loss, [reference.relu(h) for h in H[:-1]], dWs)
+
+
+def _layer_lines(
+    values: list[np.ndarray], sizes: list[int], labels: list[str], edges: np.ndarray, log: bool
+) -> tuple[Figure, Axes]:
+    """A figure with one histogram line per layer's ``values``, as a share of its ``sizes``
+    values, the legend on the right."""
+    fig = _new_figure((9.6, 4.0))
+    ax = fig.add_subplot()
+    for i, (v, size, label) in enumerate(zip(values, sizes, labels, strict=True)):
+        counts, _ = np.histogram(v, bins=edges)
+        ax.stairs(counts / size, edges, color=f"C{i % 10}", linewidth=1.6, label=label)
+    ax.set_xlim(edges[0], edges[-1])
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel("share of the layer's values" + (" (log scale)" if log else ""))
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), labelspacing=1.0)
+    return fig, ax
+
+
+def layer_activation_histograms(
+    activations: Sequence[ArrayLike], bins: int = 60, log: bool = False, title: str | None = None
+) -> Figure:
+    """Histograms of every hidden layer's activations, one line per layer on one axes.
+
+    ``activations`` holds ``Ĥ_l`` ``(n_l, N)`` of hidden layers ``1, 2, ...`` for one batch of
+    ``N`` images (e.g. :attr:`LayerStatistics.activations`).  Each line is the share of the
+    layer's values in each of ``bins`` bins shared by all layers, without the values that are
+    exactly 0 (a ReLU unit silent on that image), whose spike would flatten the rest.  The
+    legend gives each layer's mean and standard deviation (over all its values), its share of
+    exact zeros and its dead units: 0 for every image of the batch, so they pass nothing on and
+    learn nothing from it.  ``log`` puts the y axis on a log scale (to see the rare large
+    values).  Returns the figure, with one axes.
+    """
+    arrays = _layer_arrays(activations, "activations")
+    labels = []
+    for layer, a in enumerate(arrays, start=1):
+        dead = int(np.count_nonzero((a == 0).all(axis=1)))
+        labels.append(
+            f"layer {layer} ({a.shape[0]} units): mean {a.mean():.3g}, std {a.std():.3g}\n"
+            f"    exactly 0: {np.count_nonzero(a == 0) / a.size:.0%},"
+            f" dead units: {dead} ({dead / a.shape[0]:.0%})"
+        )
+    nonzero = [a[a != 0] for a in arrays]
+    low = min(0.0, *(float(a.min()) for a in arrays))
+    high = max((float(v.max()) for v in nonzero if v.size), default=low)
+    edges = np.linspace(low, high if high > low else low + 1.0, int(bins) + 1)
+    fig, ax = _layer_lines(nonzero, [a.size for a in arrays], labels, edges, log)
+    ax.set_xlabel(f"activation ReLU(H) of {arrays[0].shape[1]:,} images (zeros not drawn)")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def layer_gradient_histograms(
+    gradients: Sequence[ArrayLike],
+    weights: Sequence[ArrayLike] | None = None,
+    bins: int = 80,
+    log: bool = True,
+    title: str | None = None,
+) -> Figure:
+    """Histograms of the gradients of every weight matrix, one line per layer on one axes.
+
+    ``gradients`` holds ``dW_l`` ``(n_l, n_{l-1})`` of layers ``1, 2, ...`` (e.g.
+    :attr:`LayerStatistics.gradients`), drawn over ``bins`` bins shared by all layers, as a
+    share of each matrix's entries; the bins span the 99.5% of the widest layer's values
+    nearest 0, so that a few outliers do not squeeze the rest into one bin.  The legend gives
+    each matrix's shape and the mean and standard deviation of its gradient; with ``weights``
+    (the matching ``W_l``) also the gradient-to-weight ratio ``std(dW_l) / std(W_l)``: how
+    large a step of ``alpha · dW_l`` is against the weights it changes (layers far apart learn
+    at very different speeds).  The y axis is on a log scale unless ``log=False``: the layers'
+    gradients differ several times in width, and only there do the narrow peaks and the wide
+    tails both show.  Returns the figure, with one axes.
+    """
+    arrays = _layer_arrays(gradients, "gradients")
+    if weights is not None and [np.shape(w) for w in weights] != [g.shape for g in arrays]:
+        raise ValueError("weights must be shaped like the gradients, one matrix per layer")
+    labels = []
+    for layer, g in enumerate(arrays, start=1):
+        text = f"$W_{layer}$ {g.shape[0]} × {g.shape[1]}: mean {g.mean():.2g}, std {g.std():.2g}"
+        if weights is not None:
+            text += f"\n    std(dW) / std(W): {g.std() / np.std(weights[layer - 1]):.2g}"
+        labels.append(text)
+    limit = max(float(np.quantile(np.abs(g), 0.995)) for g in arrays) or 1.0
+    edges = np.linspace(-limit, limit, int(bins) + 1)
+    fig, ax = _layer_lines(arrays, [g.size for g in arrays], labels, edges, log)
+    ax.set_xlabel("gradient dW of the loss, one value per weight (the widest layer's 99.5%)")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def _layer_arrays(values: Sequence[ArrayLike], name: str) -> list[np.ndarray]:
+    arrays = [np.asarray(v, dtype=np.float64) for v in values]
+    if not arrays:
+        raise ValueError(f"{name}: needs at least one layer")
+    for layer, a in enumerate(arrays, start=1):
+        if a.ndim != 2 or a.size == 0:
+            raise ValueError(f"{name}: layer {layer} must be a non-empty 2-D array, got {a.shape}")
+    return arrays
+
+
+def update_ratios(
+    weights_before: Sequence[ArrayLike], weights_after: Sequence[ArrayLike]
+) -> np.ndarray:
+    """The update-to-weight ratio of each weight matrix over one training step, ``(L,)``.
+
+    For each layer ``std(W_after − W_before) / std(W_before)``: the spread of the step's change
+    against the spread of the weights (the measure of Karpathy's "makemore" lectures, there
+    taken as ``std(alpha · dW) / std(W)``; with momentum the step is the velocity, so the change
+    itself is measured).  Call it after every step of a training loop, with a copy of the
+    weights taken before the step, and pass the rows to :func:`update_ratio_curves`.
+    """
+    before = [np.asarray(w, dtype=np.float64) for w in weights_before]
+    after = [np.asarray(w, dtype=np.float64) for w in weights_after]
+    if [w.shape for w in before] != [w.shape for w in after]:
+        raise ValueError("weights_before and weights_after must hold matrices of the same shapes")
+    return np.array([np.std(a - b) / np.std(b) for b, a in zip(before, after, strict=True)])
+
+
+def update_ratio_curves(
+    ratios: ArrayLike,
+    healthy: float = 1e-3,
+    xlabel: str = "step (mini-batch) of the first epoch",
+    title: str | None = None,
+) -> Figure:
+    """The update-to-weight ratio of each layer over the steps of training, on a log axis.
+
+    ``ratios`` is ``(steps, L)``: row ``t`` holds :func:`update_ratios` of step ``t``, one
+    column per weight matrix ``W_1 .. W_L``, each drawn as one line.  A dashed line marks
+    ``healthy`` (1e-3, the value commonly cited as healthy: each step changes the weights by
+    about a thousandth of their spread).  Healthy training keeps every layer near it: far below
+    (1e-4 and less) a layer barely learns; far above (1e-2 and more) its steps are so large
+    that it forgets what it learned; curves far apart mean layers that learn at very different
+    speeds.  Returns the figure, with one axes.
+    """
+    r = np.asarray(ratios, dtype=np.float64)
+    if r.ndim != 2 or r.size == 0:
+        raise ValueError(f"ratios must be a non-empty (steps, layers) array, got {r.shape}")
+    fig = _new_figure((7.0, 3.8))
+    ax = fig.add_subplot()
+    steps = np.arange(1, len(r) + 1)
+    for layer in range(r.shape[1]):
+        final = r[-1, layer]
+        ax.plot(steps, r[:, layer], color=f"C{layer % 10}", linewidth=1.4,
+                label=f"$W_{layer + 1}$ (last step: {final:.2g})")  # fmt: skip
+    ax.axhline(healthy, color="black", linestyle="--", linewidth=1.0,
+               label=f"{healthy:g}: commonly cited as healthy")  # fmt: skip
+    ax.set_yscale("log")
+    ax.set_xlim(steps[0], steps[-1])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("std(update) / std(W)")
+    ax.grid(alpha=0.3, which="both")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
     return fig

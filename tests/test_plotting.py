@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import itertools  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402
@@ -13,6 +14,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+import mnistnn  # noqa: E402
 from mnistnn import plotting  # noqa: E402
 
 NAMES = ("zero", "one", "two")
@@ -509,3 +511,211 @@ def test_activation_histograms(figures: list[Figure]) -> None:
     np.testing.assert_allclose(fig.axes[1].patches[0].get_data()[1], [0.0, 3.0, 6.0, 9.0, 12.0])
     with pytest.raises(ValueError, match=r"\(n_units, N\)"):
         plotting.activation_histograms({"flat": np.zeros(5)})
+
+
+def test_quadratic_descent_with_momentum_is_the_update_rule() -> None:
+    A, start, minimum = np.array([[3.0, 1.0], [1.0, 2.0]]), np.array([1.0, -2.0]), (0.5, 0.5)
+    path = plotting.quadratic_descent(A, start, alpha=0.2, steps=8, minimum=minimum, momentum=0.9)
+    theta, v, expected = start.copy(), np.zeros(2), [start.copy()]
+    for _ in range(8):  # v = mu v - alpha g, theta = theta + v, by hand
+        v = 0.9 * v - 0.2 * A @ (theta - minimum)
+        theta = theta + v
+        expected.append(theta)
+    np.testing.assert_array_equal(path, expected)
+    theta, velocity = [start.copy()], [np.zeros(2)]
+    for t in range(8):  # the package's own update step (alpha times the gradient: other roundings)
+        mnistnn.reference.update(theta, [A @ (theta[0] - minimum)], velocity, 0.2, momentum=0.9)
+        np.testing.assert_allclose(path[t + 1], theta[0], rtol=1e-12)
+    assert np.abs(path[1:] - path[:-1]).max() > np.abs(np.diff(
+        plotting.quadratic_descent(A, start, 0.2, 8, minimum), axis=0)).max()  # fmt: skip
+
+
+def test_quadratic_descent_without_momentum_is_unchanged() -> None:
+    A, start = np.array([[3.0, 1.0], [1.0, 2.0]]), np.array([1.0, -2.0])
+    expected = [start]
+    for _ in range(6):  # the plain step, as quadratic_descent computed it before momentum
+        expected.append(expected[-1] - 0.3 * A @ (expected[-1] - 0.0))
+    for path in (
+        plotting.quadratic_descent(A, start, alpha=0.3, steps=6),
+        plotting.quadratic_descent(A, start, alpha=0.3, steps=6, momentum=0.0),
+    ):
+        np.testing.assert_array_equal(path, expected)
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\)"):
+        plotting.quadratic_descent(A, start, alpha=0.3, steps=6, momentum=1.0)
+
+
+def test_learning_rate_search(figures: list[Figure]) -> None:
+    results = {
+        "uniform": {0.1: [0.50, 0.52, 0.54], 0.5: [0.35, 0.30, np.nan], 2.5: [np.nan] * 3},
+        "he": {0.5: [0.40, 0.30, 0.35], 0.1: [0.36, 0.34, 0.32]},  # any order of alphas
+    }
+    fig = plotting.learning_rate_search(results, chosen=("he", 0.1), title="search")
+    figures.append(fig)
+    (ax,) = fig.axes
+    uniform, diverged, he, star = ax.lines
+    np.testing.assert_array_equal(uniform.get_xdata(), [0.1, 0.5])  # 2.5 diverged: no mean
+    np.testing.assert_allclose(uniform.get_ydata(), [0.52, 0.325])  # the nan left out
+    np.testing.assert_array_equal(diverged.get_xdata(), [2.5])
+    assert diverged.get_marker() == "x" and diverged.get_color() == uniform.get_color()
+    np.testing.assert_array_equal(he.get_xdata(), [0.1, 0.5])
+    np.testing.assert_allclose(he.get_ydata(), [0.34, 0.35])
+    np.testing.assert_allclose(star.get_xydata(), [[0.1, 0.34]])
+    assert star.get_marker() == "*"
+    band = ax.collections[1].get_paths()[0].vertices  # he: from the lowest to the highest seed
+    np.testing.assert_allclose(sorted(set(band[:, 1].round(12))), [0.3, 0.32, 0.36, 0.4])
+    assert [t.get_text() for t in ax.texts] == ["chosen: he, α = 0.1\nvalidation loss 0.34"]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["uniform", "he", "lowest to highest of 3 seeds", "all diverged"]
+    assert ax.get_xscale() == "log" and ax.get_title() == "search"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.1", "0.5", "2.5"]
+    assert ax.get_ylabel() == "validation loss"
+    render(fig)
+
+
+def test_learning_rate_search_single_values_and_errors(figures: list[Figure]) -> None:
+    fig = plotting.learning_rate_search(
+        {"784-256-10": {0.01: 0.42, 0.03: 0.37, 0.1: 0.38}}, ylabel="val acc", spread="bars"
+    )
+    figures.append(fig)
+    (ax,) = fig.axes
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [0.42, 0.37, 0.38])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["784-256-10"]  # one seed
+    assert len(ax.texts) == 0 and ax.get_ylabel() == "val acc"  # nothing chosen
+    with pytest.raises(ValueError, match=r"chosen \('he', 0.3\) is not among the results"):
+        plotting.learning_rate_search({"he": {0.1: 1.0}}, chosen=("he", 0.3))
+    with pytest.raises(ValueError, match="finite values"):  # every run diverged
+        plotting.learning_rate_search({"he": {0.1: 1.0, 3.0: np.nan}}, chosen=("he", 3.0))
+    with pytest.raises(ValueError, match="needs alphas > 0"):
+        plotting.learning_rate_search({"he": {0.0: 1.0}})
+    with pytest.raises(ValueError, match="spread must be"):
+        plotting.learning_rate_search({"he": {0.1: 1.0}}, spread="fan")
+
+
+def deep_network() -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, np.ndarray]:
+    """A small three-layer network 6-5-4-3 and a batch of 7 inputs."""
+    rng = np.random.default_rng(1)
+    sizes = (6, 5, 4, 3)
+    weights = [rng.normal(0, 0.7, (m, n)) for n, m in itertools.pairwise(sizes)]
+    biases = [rng.normal(0, 0.1, m) for m in sizes[1:]]
+    return weights, biases, rng.random((6, 7)), np.array([0, 1, 2, 0, 1, 2, 0])
+
+
+def test_layer_statistics_are_the_reference_values() -> None:
+    weights, biases, batch, y = deep_network()
+    stats = plotting.layer_statistics(weights, biases, batch, y)
+    H1 = np.maximum(weights[0] @ batch + biases[0][:, None], 0)
+    H2 = np.maximum(weights[1] @ H1 + biases[1][:, None], 0)
+    np.testing.assert_allclose(stats.activations[0], H1)
+    np.testing.assert_allclose(stats.activations[1], H2)
+    assert len(stats.activations) == 2 and len(stats.gradients) == 3
+    loss, dWs, _ = mnistnn.reference.backward(weights, biases, batch, y)
+    assert stats.loss == loss
+    for dW, expected, W in zip(stats.gradients, dWs, weights, strict=True):
+        np.testing.assert_array_equal(dW, expected)
+        assert dW.shape == W.shape
+
+
+def test_layer_activation_histograms(figures: list[Figure]) -> None:
+    first = np.array([[0.0, 0.0, 0.0, 0.0], [1.0, 2.0, 0.0, 3.0], [0.5, 0.0, 0.0, 4.0]])
+    second = np.array([[1.0, 1.0, 2.0, 2.0], [0.0, 0.0, 0.0, 0.0]])
+    fig = plotting.layer_activation_histograms([first, second], bins=4, title="t")
+    figures.append(fig)
+    (ax,) = fig.axes
+    one, two = ax.patches
+    heights, edges, _ = one.get_data()
+    np.testing.assert_allclose(edges, [0.0, 1.0, 2.0, 3.0, 4.0])  # shared by both layers
+    # 0.5 | 1 | 2 | 3 and 4: of the 12 values; the seven zeros are not drawn
+    np.testing.assert_allclose(heights, np.array([1, 1, 1, 2]) / 12)
+    np.testing.assert_allclose(two.get_data()[0], np.array([0, 2, 2, 0]) / 8)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == [
+        "layer 1 (3 units): mean 0.875, std 1.32\n    exactly 0: 58%, dead units: 1 (33%)",
+        "layer 2 (2 units): mean 0.75, std 0.829\n    exactly 0: 50%, dead units: 1 (50%)",
+    ]
+    assert ax.get_xlabel() == "activation ReLU(H) of 4 images (zeros not drawn)"
+    assert ax.get_title() == "t" and ax.get_yscale() == "linear"
+    render(fig)
+    fig = plotting.layer_activation_histograms([first, second], log=True)
+    figures.append(fig)
+    assert fig.axes[0].get_yscale() == "log"
+    with pytest.raises(ValueError, match="layer 2 must be a non-empty 2-D array"):
+        plotting.layer_activation_histograms([first, np.zeros(3)])
+
+
+def test_layer_gradient_histograms(figures: list[Figure]) -> None:
+    weights, biases, batch, y = deep_network()
+    gradients = plotting.layer_statistics(weights, biases, batch, y).gradients
+    fig = plotting.layer_gradient_histograms(gradients, weights, bins=10)
+    figures.append(fig)
+    (ax,) = fig.axes
+    assert len(ax.patches) == 3 and ax.get_yscale() == "log"  # narrow peaks and wide tails
+    for patch, g in zip(ax.patches, gradients, strict=True):
+        heights, edges, _ = patch.get_data()
+        np.testing.assert_allclose(heights, np.histogram(g, edges)[0] / g.size)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    g, W = gradients[1], weights[1]
+    assert legend[1] == (
+        f"$W_2$ 4 × 5: mean {g.mean():.2g}, std {g.std():.2g}\n"
+        f"    std(dW) / std(W): {g.std() / W.std():.2g}"
+    )
+    render(fig)
+    plain = plotting.layer_gradient_histograms(gradients, log=False)
+    figures.append(plain)
+    assert "std(dW)" not in plain.axes[0].get_legend().get_texts()[0].get_text()
+    assert plain.axes[0].get_yscale() == "linear"
+    with pytest.raises(ValueError, match="shaped like the gradients"):
+        plotting.layer_gradient_histograms(gradients, weights[:2])
+
+
+def test_layer_gradient_histograms_leave_out_outliers(figures: list[Figure]) -> None:
+    wide = np.linspace(-1.0, 1.0, 400).reshape(20, 20)
+    narrow = wide / 2
+    narrow[0, 0] = 50.0  # one outlier would squeeze every other value into the middle bin
+    fig = plotting.layer_gradient_histograms([wide, narrow], bins=8)
+    figures.append(fig)
+    first, second = fig.axes[0].patches
+    heights, edges, _ = first.get_data()
+    assert -edges[0] == edges[-1] and 0.98 < edges[-1] < 1.0  # around 0, to wide's 99.5%
+    np.testing.assert_allclose(heights.sum(), np.mean(np.abs(wide) <= edges[-1]))
+    np.testing.assert_allclose(second.get_data()[0].sum(), 399 / 400)  # all but the outlier
+    assert heights.max() < 0.2  # spread over the bins
+
+
+def test_update_ratios() -> None:
+    before = [np.array([[1.0, -1.0], [1.0, -1.0]]), np.array([[2.0, 0.0, -2.0]])]
+    after = [before[0] + [[0.1, 0.0], [0.0, 0.0]], before[1] + 0.5]  # a shift: no spread
+    # the first change, 0.1 once and 0 thrice, has std 0.1 * sqrt(3) / 4; the weights std 1
+    np.testing.assert_allclose(plotting.update_ratios(before, after), [0.1 * 3**0.5 / 4, 0.0])
+    weights, biases, batch, y = deep_network()
+    old = [W.copy() for W in weights]
+    _, dWs, dBs = mnistnn.reference.backward(weights, biases, batch, y)
+    params = weights + biases
+    mnistnn.reference.update(params, dWs + dBs, [np.zeros_like(p) for p in params], 0.1)
+    expected = [np.std(0.1 * dW) / np.std(W) for dW, W in zip(dWs, old, strict=True)]
+    np.testing.assert_allclose(plotting.update_ratios(old, weights), expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="same shapes"):
+        plotting.update_ratios(before, after[:1])
+
+
+def test_update_ratio_curves(figures: list[Figure]) -> None:
+    ratios = np.array([[1e-2, 1e-4], [5e-3, 2e-4], [2e-3, 3e-4]])
+    fig = plotting.update_ratio_curves(ratios, title="first epoch")
+    figures.append(fig)
+    (ax,) = fig.axes
+    first, second, healthy = ax.lines
+    np.testing.assert_array_equal(first.get_xdata(), [1, 2, 3])
+    np.testing.assert_array_equal(first.get_ydata(), ratios[:, 0])
+    np.testing.assert_array_equal(second.get_ydata(), ratios[:, 1])
+    np.testing.assert_array_equal(healthy.get_ydata(), [1e-3, 1e-3])
+    assert healthy.get_linestyle() == "--"
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == [
+        "$W_1$ (last step: 0.002)",
+        "$W_2$ (last step: 0.0003)",
+        "0.001: commonly cited as healthy",
+    ]
+    assert ax.get_yscale() == "log" and ax.get_ylabel() == "std(update) / std(W)"
+    assert ax.get_title() == "first epoch"
+    render(fig)
+    with pytest.raises(ValueError, match=r"\(steps, layers\)"):
+        plotting.update_ratio_curves(np.ones(3))
