@@ -1172,10 +1172,11 @@ def quadratic_descent(
     centre = np.zeros(n) if minimum is None else np.asarray(minimum, dtype=np.float64)
     path = np.empty((int(steps) + 1, n))
     path[0] = theta
-    velocity = np.zeros(n)
+    params, velocity = [theta.copy()], [np.zeros(n)]
     for t in range(int(steps)):
-        velocity = momentum * velocity - alpha * curvature @ (path[t] - centre)
-        path[t + 1] = path[t] + velocity
+        gradient = curvature @ (params[0] - centre)  # the gradient of f: A (θ − m)
+        reference.update(params, [gradient], velocity, alpha, momentum)  # in place
+        path[t + 1] = params[0]
     return path
 
 

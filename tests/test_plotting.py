@@ -514,18 +514,20 @@ def test_activation_histograms(figures: list[Figure]) -> None:
 
 
 def test_quadratic_descent_with_momentum_is_the_update_rule() -> None:
+    """Each step is :func:`mnistnn.reference.update` (the rule is written once), and that is
+    classical momentum as written by hand, to rounding."""
     A, start, minimum = np.array([[3.0, 1.0], [1.0, 2.0]]), np.array([1.0, -2.0]), (0.5, 0.5)
     path = plotting.quadratic_descent(A, start, alpha=0.2, steps=8, minimum=minimum, momentum=0.9)
+    theta, velocity = [start.copy()], [np.zeros(2)]
+    for t in range(8):  # the package's own update step
+        mnistnn.reference.update(theta, [A @ (theta[0] - minimum)], velocity, 0.2, momentum=0.9)
+        np.testing.assert_array_equal(path[t + 1], theta[0])
     theta, v, expected = start.copy(), np.zeros(2), [start.copy()]
     for _ in range(8):  # v = mu v - alpha g, theta = theta + v, by hand
-        v = 0.9 * v - 0.2 * A @ (theta - minimum)
+        v = 0.9 * v - 0.2 * (A @ (theta - minimum))
         theta = theta + v
         expected.append(theta)
-    np.testing.assert_array_equal(path, expected)
-    theta, velocity = [start.copy()], [np.zeros(2)]
-    for t in range(8):  # the package's own update step (alpha times the gradient: other roundings)
-        mnistnn.reference.update(theta, [A @ (theta[0] - minimum)], velocity, 0.2, momentum=0.9)
-        np.testing.assert_allclose(path[t + 1], theta[0], rtol=1e-12)
+    np.testing.assert_allclose(path, expected, rtol=1e-12, atol=1e-15)
     assert np.abs(path[1:] - path[:-1]).max() > np.abs(np.diff(
         plotting.quadratic_descent(A, start, 0.2, 8, minimum), axis=0)).max()  # fmt: skip
 
@@ -533,8 +535,8 @@ def test_quadratic_descent_with_momentum_is_the_update_rule() -> None:
 def test_quadratic_descent_without_momentum_is_unchanged() -> None:
     A, start = np.array([[3.0, 1.0], [1.0, 2.0]]), np.array([1.0, -2.0])
     expected = [start]
-    for _ in range(6):  # the plain step, as quadratic_descent computed it before momentum
-        expected.append(expected[-1] - 0.3 * A @ (expected[-1] - 0.0))
+    for _ in range(6):  # the plain step, W = W - alpha dW
+        expected.append(expected[-1] - 0.3 * (A @ (expected[-1] - 0.0)))
     for path in (
         plotting.quadratic_descent(A, start, alpha=0.3, steps=6),
         plotting.quadratic_descent(A, start, alpha=0.3, steps=6, momentum=0.0),
