@@ -247,7 +247,9 @@ def remove_stale(folder: str | os.PathLike[str], target_name: str | None = None)
 def _is_stale(pid: int, mtime: float) -> bool:
     if pid == os.getpid():
         return mtime < _STARTED
-    if os.name != "posix":  # no safe way to ask whether the process runs: keep it
+    if os.name == "nt":
+        return not _windows_process_runs(pid)
+    if os.name != "posix":  # no known way to ask whether the process runs: keep it
         return False
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
@@ -256,6 +258,32 @@ def _is_stale(pid: int, mtime: float) -> bool:
     except (PermissionError, OverflowError):  # it exists (another user's) / not a process id
         return False
     return False
+
+
+def _windows_process_runs(pid: int) -> bool:
+    """Whether process ``pid`` runs, on Windows (``os.kill(pid, 0)`` would end it there): it
+    runs unless OpenProcess finds no such process or GetExitCodeProcess says it has ended."""
+    import ctypes
+    from ctypes import wintypes
+
+    if not 0 < pid <= 0xFFFFFFFF:  # not a process id: keep its temporary
+        return True
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+    kernel32.OpenProcess.restype = wintypes.HANDLE
+    kernel32.OpenProcess.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
+    kernel32.GetExitCodeProcess.argtypes = (wintypes.HANDLE, ctypes.POINTER(wintypes.DWORD))
+    kernel32.CloseHandle.argtypes = (wintypes.HANDLE,)
+    query_limited_information, invalid_parameter, still_active = 0x1000, 87, 259
+    handle = kernel32.OpenProcess(query_limited_information, False, pid)
+    if not handle:  # no such process, or one we may not look at (it runs)
+        return ctypes.get_last_error() != invalid_parameter  # type: ignore[attr-defined]
+    try:
+        code = wintypes.DWORD()
+        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+            return True
+        return code.value == still_active
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -474,6 +474,7 @@ def test_models_that_cannot_be_used_are_one_line_errors(tmp_path: Path, untraine
         assert_error(run_cli("evaluate", name, cwd=tmp_path), name, phrase)
 
 
+@pytest.mark.posix
 def test_train_refuses_an_out_that_is_not_a_regular_file(tmp_path: Path) -> None:
     """`--out /dev/null --force` used to replace /dev/null itself (as root)."""
     os.mkfifo(tmp_path / "fifo")

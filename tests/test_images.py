@@ -298,6 +298,7 @@ def test_non_finite_ink_is_refused() -> None:
         to_mnist(ink)
 
 
+@pytest.mark.posix
 def test_an_image_path_that_is_a_fifo_does_not_block(tmp_path: Path, deadline) -> None:  # type: ignore[no-untyped-def]
     import os
 
