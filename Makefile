@@ -92,14 +92,18 @@ test-lab-quick: install data browser ## The same for notebooks 01, 02 and 06 onl
 ARM_DIR ?= .arm
 ARM_MIRROR ?= http://deb.debian.org/debian
 ARM_ROOT := $(ARM_DIR)/root
-ARM_PINS := numpy|numba|llvmlite|tqdm|pooch|pytest
+ARM_PINS := numpy|numba|llvmlite|tqdm|pooch|filelock|pytest
+# The paths of tests/test_determinism.py trained there: compiling each path's kernels under
+# emulation takes minutes (ARM_PATHS=all trains all five).
+ARM_PATHS ?= one pass,layer by layer
 ARM_WHEELS := --platform manylinux_2_28_aarch64 --platform manylinux_2_27_aarch64 \
   --platform manylinux2014_aarch64 --python-version 3.11 --implementation cp --only-binary=:all:
 ARM_PY = qemu-aarch64-static -L $(abspath $(ARM_ROOT)) $(abspath $(ARM_ROOT))/usr/bin/python3.11
 
-test-arm: install qemu $(ARM_ROOT)/usr/bin/python3.11 $(ARM_DIR)/site/.installed ## Run the stored-digest test (trains small networks) on aarch64 under qemu (as root: installs qemu-user-static and debootstrap; builds .arm/)
+test-arm: install qemu $(ARM_ROOT)/usr/bin/python3.11 $(ARM_DIR)/site/.installed ## Train small networks on aarch64 under qemu and compare their stored digests (ARM_PATHS=...; as root: installs qemu-user-static and debootstrap; builds .arm/)
 	mkdir -p $(ARM_DIR)/run
 	cd $(ARM_DIR)/run && $(TEST_ENV) NUMBA_CACHE_DIR=$(abspath $(ARM_DIR))/numba-cache \
+	  DETERMINISM_PATHS="$(filter-out all,$(ARM_PATHS))" \
 	  PYTHONPATH=$(abspath $(ARM_DIR))/site:$(CURDIR) $(ARM_PY) -m pytest -p no:cacheprovider \
 	  -o addopts=-ra $(CURDIR)/tests/test_determinism.py $(PYTEST_ARGS)
 

@@ -4,10 +4,12 @@ loaded them from Numba's cache.
 
 One script trains small networks down every path of the kernels (one pass per image, several
 networks side by side, layer by layer with mini-batches, float64; more than 16 classes) and
-prints a SHA-256 per path of their weights and gradients, one of the probabilities that
-``predict_proba`` gives, one of the losses, and "all": the first five paths' bytes together.
-The test compares them with :data:`STORED`, the values committed with the kernels, and names the
-paths that differ; it runs on any machine (``make test-arm`` runs it on aarch64 under qemu).
+prints three SHA-256 per path: of the networks' weights and gradients, of the probabilities that
+``predict_proba`` gives ("proba") and of their losses; and "all", the first four paths' weights
+and gradients and their float32 probabilities together.  The test compares them with
+:data:`STORED`, the values committed with the kernels, and names the digests that differ; it runs
+on any machine.  ``DETERMINISM_PATHS`` picks some of the paths: ``make test-arm`` trains two of
+them on aarch64 under qemu, where compiling the kernels is the long part.
 
 On x86-64 it also runs the script in fresh processes, each with a cache folder of its own, under
 several ``NUMBA_CPU_NAME`` values: Intel and AMD models, and the x86-64 levels from SSE4.2
@@ -33,41 +35,41 @@ from pathlib import Path
 import pytest
 
 SCRIPT = """
-import hashlib, importlib, json, numba, numpy as np
+import hashlib, importlib, json, os, numba, numpy as np
 from numba.core.caching import FunctionCache
 from mnistnn import NNetworkExtended, NNetworkMinimal, fit_many
 rng = np.random.default_rng(0)
 X = ((rng.random((700, 784)) < 0.2) * rng.integers(0, 256, (700, 784))).astype(np.uint8)
 y = rng.integers(0, 10, 700)
-paths = {  # the networks that train down each path of the kernels
-    "one pass": [NNetworkMinimal(maxiterations=3, seed=0)],  # one image at a time
-    "side by side": fit_many([NNetworkMinimal(maxiterations=3, seed=s, init="he") for s in (1, 2)],
-                             X, y),
-    "layer by layer": [NNetworkExtended(hidden_layers=(70, 20), batch_size=128, epochs=1,
-                                        momentum=0.9, init="he", seed=0)],  # wide, dense, narrow
-    "float64": [NNetworkMinimal(maxiterations=2, seed=3, dtype="float64")],
+y20 = rng.integers(0, 20, 700)
+networks = {  # path: how to train the networks that go down it (each path compiles its kernels)
+    "one pass": lambda: [NNetworkMinimal(maxiterations=3, seed=0).fit(X, y)],  # image by image
+    "side by side": lambda: fit_many(
+        [NNetworkMinimal(maxiterations=3, seed=s, init="he") for s in (1, 2)], X, y),
+    "layer by layer": lambda: [NNetworkExtended(  # wide, dense and narrow layers, mini-batches
+        hidden_layers=(70, 20), batch_size=128, epochs=1, momentum=0.9, init="he", seed=0
+    ).fit(X, y)],
+    "float64": lambda: [NNetworkMinimal(maxiterations=2, seed=3, dtype="float64").fit(X, y)],
+    "over 16 classes": lambda: [NNetworkExtended(
+        hidden_layers=(30,), nodes_out=20, batch_size=100, epochs=2, seed=4).fit(X, y20)],
 }
+chosen = [p for p in os.environ.get("DETERMINISM_PATHS", "").split(",") if p] or list(networks)
 def trained(net):  # its parameters (each layer's W row by row, then b) and gradients, as bytes
-    if not net.history:
-        net.fit(X, y)
     grads = net.gradients(X[:200], y[:200])
     return b"".join(W.tobytes() + b.tobytes() for W, b in zip(net.weights, net.biases)) + b"".join(
         g.tobytes() for part in grads for g in part)
-digests, everything = {}, hashlib.sha256()  # "all": every path's bytes, one after another
-def digest(path, data, alone=False):
-    digests[path] = hashlib.sha256(data).hexdigest()
-    if not alone:
-        everything.update(data)
-for path, nets in paths.items():
-    digest(path, b"".join(trained(net) for net in nets))
-float32 = [net for path in ("one pass", "side by side", "layer by layer") for net in paths[path]]
-digest("predict_proba", b"".join(net.predict_proba(X[:300]).tobytes() for net in float32))
-digests["all"] = everything.hexdigest()
-wide = NNetworkExtended(hidden_layers=(30,), nodes_out=20, batch_size=100, epochs=2, seed=4)
-digest("over 16 classes", trained(wide.fit(X, rng.integers(0, 20, 700))), alone=True)
-nets = [net for group in paths.values() for net in group] + [wide]
-losses = [v for net in nets for v in (*net.history["loss"], net.loss(X, y))]
-digest("loss", np.array(losses).tobytes(), alone=True)  # the history's and a fresh one, float64
+digests, nets = {}, {path: networks[path]() for path in chosen}
+sha = lambda data: hashlib.sha256(data).hexdigest()
+for path, group in nets.items():
+    digests[path] = sha(b"".join(trained(net) for net in group))
+    digests[f"{path}: proba"] = sha(b"".join(n.predict_proba(X[:300]).tobytes() for n in group))
+    losses = [v for net in group for v in (*net.history["loss"], net.loss(X, y))]  # float64
+    digests[f"{path}: loss"] = sha(np.array(losses).tobytes())
+together = ("one pass", "side by side", "layer by layer", "float64")
+if set(together) <= set(nets):  # "all": these paths' bytes one after another, then predict_proba's
+    float32 = [net for path in together[:3] for net in nets[path]]
+    digests["all"] = sha(b"".join(trained(n) for path in together for n in nets[path]) + b"".join(
+        n.predict_proba(X[:300]).tobytes() for n in float32))
 modules = ("buffers", "pixels", "dense", "softmax", "reductions", "narrow", "layers")
 cached = [f for m in modules for f in vars(importlib.import_module(f"mnistnn.kernels.{m}")).values()
           if isinstance(getattr(f, "_cache", None), FunctionCache)]
@@ -76,20 +78,49 @@ misses = sum(sum(f.stats.cache_misses.values()) for f in cached)
 print(json.dumps({"threads": numba.get_num_threads(), "digests": digests, "hits": hits,
                   "misses": misses}))
 """
+PATHS = ("one pass", "side by side", "layer by layer", "float64", "over 16 classes")
 
 # SCRIPT's digests, made on x86-64 (Linux, numpy 2.4.6, numba 0.68.1), every one the same on
 # aarch64 under qemu (`make test-arm`).  After a change meant to give other bits, print the new
 # ones with `python tests/test_determinism.py` and say in the commit why they changed.
 STORED = {
     "one pass": "0241d75a99602f99a4d413f182bc65d6a1c3e08b261f42e70e82be3cf2775f9f",
+    "one pass: proba": "268814477df291f634ddc0e1a5b5a8f2e513b17d9177f88ca2bd506eec302a41",
+    "one pass: loss": "bf107ecfaa9b4d27f64e1cfa2a7e7370755a1d142e6ec08a0122b165b9eb894c",
     "side by side": "26140a0ebde984391e040dcb915916c5a57998de18efae11a2665d1aefd8ef54",
+    "side by side: proba": "b9722eaf63d207db0e7af22f26ab9c79c88f182bd8bf353eb60003572c88adf7",
+    "side by side: loss": "2e39a43149f40c253cbd678057b82698a5ad15540724840d1e0abc9cc7314924",
     "layer by layer": "6606d3c22ccd3a7bab54eaca7020d9fcb3ab62f722bfb2a762bdc392e340dc30",
+    "layer by layer: proba": "9ba6952f17df729ad3d8414d9aa25371b3159560c303adc034afd63243fdd8c6",
+    "layer by layer: loss": "774080113ab67d2b7a008e3b8cb8d974ba3c03bee145ed4e0505a034ea576264",
     "float64": "468965f1aac2a97dd83946693030f5d2964179c1878212ea515106617ff34f57",
-    "predict_proba": "79b5a2ead5c8ffb9a90423520f9f57cc11940833d279a8dc87ba791b0f3568ea",
-    "all": "cf24b9fefdd9b8efa23d80401204feb5a4b3a039773b6b587047f301b42de523",
+    "float64: proba": "682acdd03558634cd06924b2ababe0e9e56e9e052660231f112fc99bc1a2b38d",
+    "float64: loss": "1cdbdbcf5f1369a9d5a3cf9d0eace65ba027cf3d4641161a11370214ec8a638e",
     "over 16 classes": "f47be0ef51a2e4ece177fc64f145ae0da504879f685007423aad841c91a79c81",
-    "loss": "39d491b61521d8d1bdbe3ea435e4c0bb901c36ceb98d1139383c36bfcf4c76db",
+    "over 16 classes: proba": "dff4bf507c7bbd46b5243fc7499f7502b0bfef39a9432156f33aa85f5b79767d",
+    "over 16 classes: loss": "cf873a681abc29e5f39035ff7fa2872f48dd949b34719f6028e2d18825d7c2dd",
+    "all": "cf24b9fefdd9b8efa23d80401204feb5a4b3a039773b6b587047f301b42de523",
 }
+
+
+def chosen_paths() -> list[str]:
+    """The paths this run trains: ``DETERMINISM_PATHS`` (comma-separated names of :data:`PATHS`;
+    ``make test-arm`` runs two of them), else all."""
+    names = [n for n in os.environ.get("DETERMINISM_PATHS", "").split(",") if n]
+    unknown = sorted(set(names) - set(PATHS))
+    if unknown:
+        raise ValueError(f"DETERMINISM_PATHS names no path {unknown}: choose from {PATHS}")
+    return names or list(PATHS)
+
+
+def expected_digests(paths: list[str]) -> dict[str, str]:
+    """The stored digests a run of ``paths`` must give: each path's, its predict_proba's
+    ("proba") and its losses', and "all" when the four paths it covers run."""
+    keys = [key for path in paths for key in (path, f"{path}: proba", f"{path}: loss")]
+    if set(PATHS[:4]) <= set(paths):
+        keys.append("all")
+    return {key: STORED[key] for key in keys}
+
 
 # What each CPU name lets LLVM emit, among the instruction sets that matter to the kernels'
 # code (as /proc/cpuinfo names them): a name runs with its own instructions when the host has
@@ -154,11 +185,13 @@ def differing(digests: dict[str, str], reference: dict[str, str]) -> list[str]:
 
 
 def test_the_stored_digests_path_by_path(capsys):
-    digests = run_here()["digests"]
+    paths = chosen_paths()
+    digests, expected = run_here()["digests"], expected_digests(paths)
     with capsys.disabled():
-        print(f"\n  {platform.machine()}: digest {digests['all'][:16]}...", end="")
-    assert not differing(digests, STORED), (
-        f"other bits than the stored ones on {', '.join(differing(digests, STORED))}: "
+        shown = digests.get("all", digests[paths[0]])[:16]
+        print(f"\n  {platform.machine()}: {', '.join(paths)}: digest {shown}...", end="")
+    assert not differing(digests, expected), (
+        f"other bits than the stored ones on {', '.join(differing(digests, expected))}: "
         f"{json.dumps(digests, indent=1)}"
     )
 
