@@ -18,8 +18,9 @@
 #   NB           notebook(s) for `make execute` and `make test-blas` (default: all of notebooks/)
 #   ARM_DIR      where `make test-arm` builds its aarch64 Python (default .arm, gitignored)
 #   VENV_MIN     the venv of `make test-min` (default .venv-min)
-#   CORETYPES    OpenBLAS kernel families `make test-blas` picks its two from (the first two that
-#                are not this CPU's; default: Haswell Sandybridge Prescott)
+#   CORETYPES    OpenBLAS kernel families `make test-blas` picks from (the first ones that are
+#                not this CPU's; default: Haswell Sandybridge Prescott)
+#   BLAS_PASSES  how many of them `make test-blas` runs the notebooks under (default 2)
 #   CHROMIUM     the browser of `make test-lab` (default /usr/bin/chromium, Debian's package);
 #                empty for Playwright's own (`.venv/bin/python -m playwright install chromium`)
 #   MNISTNN_DATA (environment) where the data lives; default: the checkout's data/
@@ -156,6 +157,7 @@ test-min: $(MIN_STAMP) ## Run tests/, then the notebooks, with the oldest versio
 # with OpenBLAS told to use another kernel family than it picks here (checked with threadpoolctl)
 # and NumPy's CPU-specific code for this CPU switched off (NPY_DISABLE_CPU_FEATURES).
 CORETYPES ?= Haswell Sandybridge Prescott
+BLAS_PASSES ?= 2
 BLAS_KERNELS := import numpy, threadpoolctl; \
   print(" ".join(i.get("architecture") or "?" for i in threadpoolctl.threadpool_info() \
   if i["internal_api"] == "openblas"))
@@ -163,7 +165,7 @@ NUMPY_SIMD := import numpy; core = getattr(numpy, "_core", None) or numpy.core; 
   u = core._multiarray_umath; \
   print(" ".join(f for f in u.__cpu_dispatch__ if u.__cpu_features__.get(f)))
 
-test-blas: install data ## Run the notebooks under two OpenBLAS kernel families other than this CPU's (CORETYPES=...)
+test-blas: install data ## Run the notebooks under two OpenBLAS kernel families other than this CPU's (CORETYPES=..., BLAS_PASSES=...)
 	@host="$$($(VENV_PY) -c '$(BLAS_KERNELS)')"; simd="$$($(VENV_PY) -c '$(NUMPY_SIMD)')"; \
 	echo "this CPU: OpenBLAS kernels $$host; NumPy's dispatched SIMD code: $${simd:-none}"; \
 	n=0; for c in $(CORETYPES); do \
@@ -172,8 +174,8 @@ test-blas: install data ## Run the notebooks under two OpenBLAS kernel families 
 	  echo "== OPENBLAS_CORETYPE=$$c (OpenBLAS: $$got), NPY_DISABLE_CPU_FEATURES=\"$$simd\""; \
 	  OPENBLAS_CORETYPE=$$c NPY_DISABLE_CPU_FEATURES="$$simd" $(TEST_ENV) \
 	    $(VENV_PY) -m pytest $(or $(NB),notebooks) $(PYTEST_ARGS) || exit 1; \
-	  [ $$n -lt 2 ] || exit 0; done; \
-	echo "error: fewer than two of CORETYPES=\"$(CORETYPES)\" differ from this CPU's" >&2; exit 1
+	  [ $$n -lt $(BLAS_PASSES) ] || exit 0; done; \
+	echo "error: fewer than $(BLAS_PASSES) of CORETYPES=\"$(CORETYPES)\" differ from this CPU's" >&2; exit 1
 
 # Debian's chromium, installed with apt-get when it is missing and we may (root, apt-get there).
 browser: ## Make sure test-lab has a browser: CHROMIUM, else Debian's chromium package (as root)
