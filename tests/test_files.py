@@ -143,6 +143,42 @@ def test_temporaries_of_running_processes_are_kept(tmp_path: Path) -> None:
     assert _files.remove_stale(tmp_path) == [running]
 
 
+def test_on_windows_openprocess_says_whether_a_process_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Windows has no ``os.kill(pid, 0)`` (it would end the process): kernel32, faked here, is
+    asked instead.  Exit codes by process id; None: still running."""
+    import ctypes
+    from types import SimpleNamespace
+
+    exit_codes: dict[int, int | None] = {10: None, 11: 0, 12: 259 + 1}
+    denied, errors, closed = {13}, [0], []
+
+    def open_process(access: int, inherit: bool, pid: int) -> int | None:
+        errors[0] = 5 if pid in denied else 87  # access denied / no such process
+        return pid if pid in exit_codes else None  # the handle, or NULL
+
+    def get_exit_code(handle: int, code: ctypes._CArgObject) -> int:
+        value = exit_codes[handle]
+        code._obj.value = 259 if value is None else value  # type: ignore[attr-defined]
+        return 1
+
+    def close(handle: int) -> int:
+        closed.append(handle)
+        return 1
+
+    kernel32 = SimpleNamespace(
+        OpenProcess=open_process, GetExitCodeProcess=get_exit_code, CloseHandle=close
+    )
+    monkeypatch.setattr(ctypes, "WinDLL", lambda name, use_last_error: kernel32, raising=False)
+    monkeypatch.setattr(ctypes, "get_last_error", lambda: errors[0], raising=False)
+    runs = {pid: _files._windows_process_runs(pid) for pid in (10, 11, 12, 13, 99, 2**40)}
+    assert runs == {10: True, 11: False, 12: False, 13: True, 99: False, 2**40: True}
+    assert sorted(closed) == [10, 11, 12]  # every handle opened is closed
+    monkeypatch.setattr(os, "name", "nt")
+    assert _files._is_stale(11, mtime=0.0) and not _files._is_stale(10, mtime=0.0)
+
+
 def test_own_process_id_from_an_earlier_process(tmp_path: Path) -> None:
     earlier = tmp_path / f".data.{os.getpid()}-{'c' * 12}.tmp"
     earlier.write_bytes(b"")
